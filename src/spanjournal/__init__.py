@@ -1,0 +1,73 @@
+"""spanjournal: recoverable parallel sub-agent fan-out.
+
+Every sub-agent call becomes an OpenTelemetry span; a custom span processor
+mirrors its start and end into an append-only JSONL journal, so that after a
+crash :func:`read_ledger` answers "what must I retry?".
+
+The reading side (``read_ledger``, ``Journal``, the schema) does not import
+OpenTelemetry; the tracing side is imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from spanjournal._schema import SCHEMA_VERSION, Completed, Dispatched, RunPlanned
+from spanjournal.journal import Journal, JournalWriteError
+from spanjournal.ledger import Attempt, Chunk, ChunkState, Ledger, read_ledger
+from spanjournal.reader import JournalReadError, ReadIssue
+
+if TYPE_CHECKING:
+    from spanjournal.config import Spanjournal, configure
+    from spanjournal.instrument import DispatchHandle, current_dispatch, dispatch, dispatch_span
+    from spanjournal.processor import JournalSpanProcessor
+
+__version__ = "0.1.0"
+
+# Names whose modules import the OpenTelemetry SDK: loaded on first access.
+_LAZY = {
+    "configure": "spanjournal.config",
+    "Spanjournal": "spanjournal.config",
+    "dispatch": "spanjournal.instrument",
+    "dispatch_span": "spanjournal.instrument",
+    "current_dispatch": "spanjournal.instrument",
+    "DispatchHandle": "spanjournal.instrument",
+    "JournalSpanProcessor": "spanjournal.processor",
+}
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Attempt",
+    "Chunk",
+    "ChunkState",
+    "Completed",
+    "DispatchHandle",
+    "Dispatched",
+    "Journal",
+    "JournalReadError",
+    "JournalSpanProcessor",
+    "JournalWriteError",
+    "Ledger",
+    "ReadIssue",
+    "RunPlanned",
+    "Spanjournal",
+    "configure",
+    "current_dispatch",
+    "dispatch",
+    "dispatch_span",
+    "read_ledger",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spanjournal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
