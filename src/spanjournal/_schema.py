@@ -14,7 +14,7 @@ b'{"v":1,"event":"subagent_completed","chunk_id":"batch-3-case-027","success":tr
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -138,10 +138,10 @@ for _view, _full in ((DispatchedState, Dispatched), (CompletedState, Completed))
         if _name not in _view.__struct_fields__:
             setattr(_view, _name, None)
 
-StateEvent = Union[DispatchedState, CompletedState, RunPlanned]
+StateEvent = DispatchedState | CompletedState | RunPlanned
 
 
-Event = Union[Dispatched, Completed, RunPlanned]
+Event = Dispatched | Completed | RunPlanned
 KNOWN_EVENTS = frozenset({DISPATCHED, COMPLETED, RUN_PLANNED})
 
 _encoder = msgspec.json.Encoder()

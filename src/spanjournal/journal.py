@@ -26,6 +26,7 @@ moment leaves a file every reader can use:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -34,7 +35,7 @@ import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from spanjournal._schema import _Event, encode
 
@@ -44,7 +45,7 @@ DURABILITY_MODES: tuple[Durability, ...] = ("fsync", "flush", "none")
 #: With ``durability="none"``, bytes are written once this many are buffered.
 BUFFER_BYTES = 64 * 1024
 
-EventLike = Union[_Event, Mapping[str, Any]]
+EventLike = _Event | Mapping[str, Any]
 
 
 class JournalWriteError(OSError):
@@ -134,10 +135,8 @@ class Journal:
             finally:
                 self._closed = True
                 _live_journals.discard(self)
-                try:
+                with contextlib.suppress(OSError):
                     os.close(self._fd)
-                except OSError:
-                    pass
 
     @property
     def closed(self) -> bool:

@@ -207,9 +207,6 @@ class Ledger:
             attempts=attempts,
         )
 
-    def get(self, chunk_id: str) -> Chunk | None:
-        return self[chunk_id] if chunk_id in self else None
-
     def __contains__(self, chunk_id: object) -> bool:
         return chunk_id in self._latest or chunk_id in self._orphan_chunks or chunk_id in self.planned
 

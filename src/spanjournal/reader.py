@@ -148,7 +148,7 @@ def _scan_file(
 ) -> Iterator[list[Any]]:
     name = str(path)
     try:
-        f = open(path, "rb", buffering=0)
+        f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise JournalReadError(f"{name}: {exc.strerror}") from exc
     with f:
