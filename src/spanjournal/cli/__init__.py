@@ -1,0 +1,89 @@
+"""The ``spanjournal`` command line: ``pending``, ``reconcile``, ``stats``, ...
+
+Subcommands are modules listed in :data:`SUBCOMMANDS`. Adding one is one
+line there, and a module that provides:
+
+``register(subparsers) -> None``
+    Adds its parser with :func:`spanjournal.cli._command.add_command`, which
+    sets the handler, the ``prog`` used in error messages, and a ``--help``
+    that keeps the description and the examples of the epilog as written.
+``handler(args) -> int`` (passed to ``add_command``)
+    Does the work and returns the exit code. Raise
+    :class:`~spanjournal.cli._command.CliError` for anything the user must
+    fix: it is printed as one line, exit 2, without a traceback.
+
+Only the module of the subcommand being run is imported (``spanjournal
+--help`` imports them all), so a module's top-level imports cost every run of
+that command only; still keep heavy ones (the OpenTelemetry SDK, ``rich``)
+inside the functions that need them.
+
+The CLI never imports the OpenTelemetry SDK for reading commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from spanjournal.cli._command import run_command
+
+#: Subcommand name -> the module that implements it, in ``--help`` order.
+SUBCOMMANDS: dict[str, str] = {
+    "pending": "spanjournal.cli.pending",
+    "reconcile": "spanjournal.cli.reconcile",
+    "stats": "spanjournal.cli.stats",
+    "export": "spanjournal.cli.export",
+}
+
+DESCRIPTION = """\
+Answer questions about a run from its journal: what must be retried
+(pending), which unfinished chunks already wrote valid outputs (reconcile),
+and how the run went (stats)."""
+
+EPILOG = """\
+examples:
+  spanjournal pending runs/bench.jsonl
+  spanjournal reconcile runs/bench.jsonl --apply
+  spanjournal stats runs/bench.jsonl --price-per-1k-tokens 0.003
+
+Run `spanjournal COMMAND --help` for a command's options and examples.
+"""
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``spanjournal`` parser, with every subcommand or ``only`` the one named."""
+    from spanjournal import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="spanjournal",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for name, module in SUBCOMMANDS.items():
+        if only is None or name == only:
+            importlib.import_module(module).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``spanjournal`` console script."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    only = args_in[0] if args_in and args_in[0] in SUBCOMMANDS else None
+    args = build_parser(only).parse_args(args_in)
+    return run_command(args)
+
+
+def pending_main(argv: Sequence[str] | None = None) -> int:
+    """The ``pending`` console script: ``spanjournal pending``."""
+    from spanjournal.cli.pending import standalone_parser
+
+    args = standalone_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    return run_command(args)
+
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main", "pending_main"]

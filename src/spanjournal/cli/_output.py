@@ -1,0 +1,181 @@
+"""What the commands print besides their answer: warnings, progress, tables.
+
+Everything here writes to a stream it is given (stderr for warnings and
+progress), so stdout stays the command's answer alone. Nothing here imports
+``rich``: plain text is fast to start and safe to pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+import msgspec
+
+from spanjournal._schema import decode_line, decode_state_line
+from spanjournal.reader import ReadIssue, ReadStats
+
+#: Read problems printed before "... and N more".
+MAX_WARNINGS = 10
+#: A read that takes longer than this (seconds) shows a progress bar on a terminal.
+PROGRESS_AFTER_SECONDS = 1.0
+_PROGRESS_EVERY_SECONDS = 0.1
+_BAR_WIDTH = 30
+_MB = 1024 * 1024
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``plural(1, "line")`` is ``"1 line"``, ``plural(2, "line")`` is ``"2 lines"``."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+class Progress:
+    """A progress bar on ``stream`` for a read of ``total`` bytes.
+
+    Call it with the bytes read so far (the ``progress`` callback of
+    :func:`~spanjournal.ledger.read_ledger`). Nothing is drawn unless
+    ``stream`` is a terminal and the read has already taken ``after`` seconds,
+    so small journals and pipes never see it. :meth:`close` wipes the bar.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        stream: TextIO,
+        *,
+        label: str = "reading",
+        after: float = PROGRESS_AFTER_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total = total
+        self.stream = stream
+        self.label = label
+        self.after = after
+        self.clock = clock
+        self.enabled = total > 0 and _isatty(stream)
+        self.started = clock()
+        self.shown = False
+        self._drawn_at = 0.0
+        self._width = 0
+
+    def __call__(self, done: int) -> None:
+        if not self.enabled:
+            return
+        now = self.clock()
+        elapsed = now - self.started
+        if elapsed < self.after or (self.shown and now - self._drawn_at < _PROGRESS_EVERY_SECONDS):
+            return
+        self.shown = True
+        self._drawn_at = now
+        fraction = min(done / self.total, 1.0)
+        filled = int(fraction * _BAR_WIDTH)
+        rate = done / elapsed / _MB if elapsed > 0 else 0.0
+        text = (
+            f"\r{self.label} [{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {fraction:4.0%}"
+            f"  {done / _MB:,.0f}/{self.total / _MB:,.0f} MB  {rate:,.0f} MB/s"
+        )
+        self._width = max(self._width, len(text) - 1)
+        self.stream.write(text)
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self.shown = False
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def locate_torn_tails(files: Iterable[Path], *, detail: bool = True) -> list[ReadIssue]:
+    """Where the reader's torn tails are: each file whose unterminated last line does not parse.
+
+    The reader drops a torn tail silently and only counts it; the CLI names
+    file and line. Costs one pass over a file only when it has such a tail.
+    """
+    decode = decode_line if detail else decode_state_line
+    out: list[ReadIssue] = []
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                if not size:
+                    continue
+                f.seek(size - 1)
+                if f.read(1) == b"\n":
+                    continue
+                f.seek(0)
+                newlines = 0
+                tail = b""
+                while block := f.read(8 * _MB):
+                    newlines += block.count(b"\n")
+                    cut = block.rfind(b"\n")
+                    tail = block[cut + 1 :] if cut >= 0 else tail + block
+        except OSError:
+            continue
+        tail = tail.strip(b" \t\r").removeprefix(b"\xef\xbb\xbf")
+        if not tail:
+            continue
+        try:
+            decode(tail)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            out.append(ReadIssue(str(path), newlines + 1, "torn last line skipped (an interrupted write)"))
+    return out
+
+
+def report_read_problems(
+    stats: ReadStats,
+    files: Sequence[Path],
+    stream: TextIO,
+    *,
+    detail: bool = True,
+    limit: int = MAX_WARNINGS,
+) -> int:
+    """Print skipped and repaired lines as ``file:line: message``, at most ``limit``.
+
+    Returns how many problems there were in all.
+    """
+    issues = list(stats.issues)
+    if stats.torn_tails:
+        issues.extend(locate_torn_tails(files, detail=detail))
+    if not issues and not stats.bad_lines:
+        return 0
+    order = {str(p): i for i, p in enumerate(files)}
+    issues.sort(key=lambda issue: (order.get(issue.path, len(order)), issue.line))
+    total = max(len(issues), stats.bad_lines + stats.torn_tails)
+    for issue in issues[:limit]:
+        stream.write(f"{issue}\n")
+    hidden = total - min(limit, len(issues))
+    if hidden > 0:
+        stream.write(f"... and {plural(hidden, 'more problem')} in the journal\n")
+    return total
+
+
+def read_summary(stats: ReadStats) -> list[str]:
+    """The read problems worth a mention in a one-line summary."""
+    parts = []
+    if stats.torn_tails:
+        parts.append(f"{plural(stats.torn_tails, 'torn line')} skipped")
+    if stats.bad_lines:
+        parts.append(f"{plural(stats.bad_lines, 'bad line')} skipped")
+    return parts
+
+
+def text_table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, right: Iterable[int] = ()) -> str:
+    """Rows as aligned plain-text columns under ``headers``; ``right`` are right-aligned column indexes."""
+    cells = [[str(h) for h in headers], *([str(c) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    right_set = set(right)
+    lines = []
+    for row in cells:
+        padded = [cell.rjust(widths[i]) if i in right_set else cell.ljust(widths[i]) for i, cell in enumerate(row)]
+        lines.append("  ".join(padded).rstrip())
+    return "\n".join(lines) + "\n"
