@@ -1,0 +1,434 @@
+"""``spanjournal stats``: how a run went, by group.
+
+Totals by chunk state, success rate by group (the ``batch`` field or the
+first group of a regex over the chunk id), tokens and cost, duration
+percentiles, failures by ``error_type`` and done chunks whose output file is
+missing. A table on a terminal (``rich``), plain columns in a pipe, or
+``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+import msgspec
+
+from spanjournal.cli._command import EXIT_OK, CliError, add_command, read_journals
+from spanjournal.cli._output import plural, text_table
+from spanjournal.ledger import Chunk, ChunkState, Ledger
+
+if TYPE_CHECKING:
+    from spanjournal.cli._command import Subparsers
+
+DESCRIPTION = """\
+Summarise a run: chunks by state (dispatched, attempts, done, failed,
+unfinished, running, never dispatched, retried), success rate by group,
+tokens (total, per done chunk, per group), cost when a price is given,
+duration p50/p95/max over completed attempts, failed attempts by error_type,
+and done chunks whose output file is missing (relative to --root, default:
+the first journal's directory).
+
+--group-by batch (default) or agent groups by that dispatch field; anything
+else is a regular expression over the chunk id whose first group (or whole
+match) names the group. "Tokens per done chunk" is all tokens spent, failed
+attempts included, divided by the chunks done."""
+
+EPILOG = """\
+examples:
+  spanjournal stats runs/bench.jsonl
+  spanjournal stats runs/ --group-by '^(batch-\\d+)' --price-per-1k-tokens 0.003
+  spanjournal stats runs/bench.jsonl --json | jq .groups
+"""
+
+GROUP_FIELDS = ("batch", "agent")
+MISSING_SHOWN = 10
+
+
+class Totals(msgspec.Struct, kw_only=True):
+    chunks: int = 0
+    dispatched: int = 0
+    attempts: int = 0
+    retried: int = 0
+    done: int = 0
+    failed: int = 0
+    unfinished: int = 0
+    running: int = 0
+    never_dispatched: int = 0
+    success_rate: float | None = None
+
+
+class GroupStats(msgspec.Struct, kw_only=True):
+    group: str
+    chunks: int = 0
+    done: int = 0
+    failed: int = 0
+    unfinished: int = 0
+    running: int = 0
+    never_dispatched: int = 0
+    success_rate: float | None = None
+    tokens: int = 0
+    cost: float | None = None
+
+
+class Tokens(msgspec.Struct, kw_only=True):
+    total: int = 0
+    per_done_chunk: float | None = None
+
+
+class Cost(msgspec.Struct, kw_only=True):
+    price_per_1k_tokens: float
+    total: float
+    per_done_chunk: float | None
+
+
+class Durations(msgspec.Struct, kw_only=True):
+    count: int = 0
+    p50: float | None = None
+    p95: float | None = None
+    max: float | None = None
+
+
+class MissingOutput(msgspec.Struct, kw_only=True):
+    chunk_id: str
+    output_file: str
+
+
+class Journals(msgspec.Struct, kw_only=True):
+    files: list[str]
+    events: int
+    torn_lines: int
+    bad_lines: int
+
+
+class RunStats(msgspec.Struct, kw_only=True):
+    """Everything ``stats`` reports; ``--json`` prints it as is."""
+
+    journals: Journals
+    totals: Totals
+    group_by: str
+    groups: list[GroupStats]
+    tokens: Tokens
+    cost: Cost | None
+    duration_ms: Durations
+    failures_by_error_type: dict[str, int]
+    missing_outputs: list[MissingOutput]
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add ``spanjournal stats``."""
+    parser = add_command(
+        subparsers,
+        "stats",
+        help="summarise a run: success by group, tokens, cost, latency, failures",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        handler=run,
+    )
+    parser.add_argument(
+        "journals", nargs="+", metavar="JOURNAL", help="journal files, directories of *.jsonl, or globs"
+    )
+    parser.add_argument(
+        "--group-by", default="batch", metavar="batch|agent|REGEX", help="how to group chunks (default: batch)"
+    )
+    parser.add_argument("--price-per-1k-tokens", type=_price, metavar="X", help="price of 1000 tokens, for cost")
+    parser.add_argument("--root", metavar="DIR", help="directory output paths are relative to")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def _price(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number: {text!r}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    group_of = grouper(args.group_by)
+    read = read_journals(args.journals, detail=True, keep_attempts=True)
+    root = Path(args.root) if args.root is not None else read.files[0].parent
+    result = compute(read.ledger, group_of, group_by=args.group_by, price=args.price_per_1k_tokens, root=root)
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+    elif _isatty(sys.stdout):
+        render_rich(result, sys.stdout)
+    else:
+        sys.stdout.write(render_text(result))
+    return EXIT_OK
+
+
+def grouper(spec: str) -> Callable[[Chunk], str]:
+    """The group of a chunk: a dispatch field, or the first group of a regex over the chunk id."""
+    if spec in GROUP_FIELDS:
+        missing = f"(no {spec})"
+
+        def by_field(chunk: Chunk) -> str:
+            value = getattr(chunk.dispatch, spec, None) if chunk.dispatch is not None else None
+            return value or missing
+
+        return by_field
+    try:
+        pattern = re.compile(spec)
+    except re.error as exc:
+        raise CliError(f"--group-by {spec}: not a field ({', '.join(GROUP_FIELDS)}) nor a valid regex: {exc}") from None
+
+    def by_regex(chunk: Chunk) -> str:
+        m = pattern.search(chunk.chunk_id)
+        if m is None:
+            return "(no match)"
+        return (m.group(1) if pattern.groups else m.group(0)) or "(empty)"
+
+    return by_regex
+
+
+def compute(
+    ledger: Ledger,
+    group_of: Callable[[Chunk], str],
+    *,
+    group_by: str = "batch",
+    price: float | None = None,
+    root: Path | None = None,
+) -> RunStats:
+    """Fold a ledger into :class:`RunStats`. Output files are looked for under ``root`` (None: not checked)."""
+    totals = Totals()
+    groups: dict[str, GroupStats] = {}
+    failures: Counter[str] = Counter()
+    durations: list[float] = []
+    tokens_total = 0
+    missing: list[MissingOutput] = []
+    for chunk in ledger:
+        state = chunk.state
+        name = group_of(chunk)
+        group = groups.get(name)
+        if group is None:
+            group = groups[name] = GroupStats(group=name)
+        _count_state(totals, state)
+        _count_state(group, state)
+        totals.chunks += 1
+        group.chunks += 1
+        totals.attempts += chunk.attempt_count
+        if chunk.attempt_count:
+            totals.dispatched += 1
+        if chunk.attempt_count > 1:
+            totals.retried += 1
+        tokens = 0
+        for c in chunk.completions():
+            tokens += c.tokens_used if c.tokens_used is not None else (c.input_tokens or 0) + (c.output_tokens or 0)
+            if c.duration_ms is not None and not c.reconciled:
+                durations.append(c.duration_ms)
+            if not c.success:
+                failures[c.error_type or "(none)"] += 1
+        group.tokens += tokens
+        tokens_total += tokens
+        if root is not None and state is ChunkState.DONE:
+            output = chunk.output_file
+            if output and not (root / output).exists():
+                missing.append(MissingOutput(chunk_id=chunk.chunk_id, output_file=output))
+    totals.success_rate = _rate(totals.done, totals.chunks)
+    ordered = [groups[k] for k in sorted(groups, key=_natural_key)]
+    for group in ordered:
+        group.success_rate = _rate(group.done, group.chunks)
+        if price is not None:
+            group.cost = _cost(group.tokens, price)
+    per_done = tokens_total / totals.done if totals.done else None
+    cost = None
+    if price is not None:
+        total_cost = _cost(tokens_total, price)
+        cost = Cost(
+            price_per_1k_tokens=price,
+            total=total_cost,
+            per_done_chunk=total_cost / totals.done if totals.done else None,
+        )
+    stats = ledger.stats
+    return RunStats(
+        journals=Journals(
+            files=list(stats.files), events=stats.events, torn_lines=stats.torn_tails, bad_lines=stats.bad_lines
+        ),
+        totals=totals,
+        group_by=group_by,
+        groups=ordered,
+        tokens=Tokens(total=tokens_total, per_done_chunk=per_done),
+        cost=cost,
+        duration_ms=percentiles(durations),
+        failures_by_error_type=dict(failures.most_common()),
+        missing_outputs=missing,
+    )
+
+
+def _count_state(target: Totals | GroupStats, state: ChunkState) -> None:
+    if state is ChunkState.DONE:
+        target.done += 1
+    elif state is ChunkState.FAILED:
+        target.failed += 1
+    elif state is ChunkState.UNFINISHED:
+        target.unfinished += 1
+    elif state is ChunkState.RUNNING:
+        target.running += 1
+    else:
+        target.never_dispatched += 1
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _cost(tokens: int, price: float) -> float:
+    return tokens / 1000 * price
+
+
+def _natural_key(text: str) -> list[tuple[int, int | str]]:
+    """``batch-2`` before ``batch-10``."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part]
+
+
+def percentiles(values: Sequence[float]) -> Durations:
+    """p50, p95 (nearest rank) and max of ``values``."""
+    if not values:
+        return Durations()
+    ordered = sorted(values)
+    n = len(ordered)
+
+    def rank(q: float) -> float:
+        return ordered[max(0, math.ceil(q * n) - 1)]
+
+    return Durations(count=n, p50=rank(0.50), p95=rank(0.95), max=ordered[-1])
+
+
+# -- rendering ------------------------------------------------------------
+
+Section = tuple[str, Sequence[str], list[Sequence[object]], Sequence[int]]
+
+
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.1%}"
+
+
+def _seconds(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    return f"{ms:,.0f} ms" if ms < 1000 else f"{ms / 1000:,.2f} s"
+
+
+def _money(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.2f}" if value >= 1 else f"{value:.4g}"
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
+
+
+def sections(result: RunStats) -> list[Section]:
+    """The report as titled tables: (title, headers, rows, right-aligned columns)."""
+    t = result.totals
+    run_rows: list[Sequence[object]] = [
+        ("chunks", _number(t.chunks)),
+        ("dispatched", _number(t.dispatched)),
+        ("attempts", _number(t.attempts)),
+        ("retried", _number(t.retried)),
+        ("done", _number(t.done)),
+        ("failed", _number(t.failed)),
+        ("unfinished", _number(t.unfinished)),
+    ]
+    if t.running:
+        run_rows.append(("running", _number(t.running)))
+    if t.never_dispatched:
+        run_rows.append(("never dispatched", _number(t.never_dispatched)))
+    run_rows += [
+        ("success rate", _pct(t.success_rate)),
+        ("tokens", _number(result.tokens.total)),
+        ("tokens per done chunk", _number(result.tokens.per_done_chunk)),
+    ]
+    if result.cost is not None:
+        run_rows += [
+            (f"cost (at {result.cost.price_per_1k_tokens:g} per 1k tokens)", _money(result.cost.total)),
+            ("cost per done chunk", _money(result.cost.per_done_chunk)),
+        ]
+    d = result.duration_ms
+    run_rows += [
+        (
+            f"duration p50 / p95 / max ({plural(d.count, 'attempt')})",
+            f"{_seconds(d.p50)} / {_seconds(d.p95)} / {_seconds(d.max)}",
+        ),
+    ]
+    j = result.journals
+    read_note = f"{plural(len(j.files), 'journal')}, {plural(j.events, 'event')}"
+    if j.torn_lines or j.bad_lines:
+        read_note += f", {j.torn_lines + j.bad_lines} lines skipped"
+    out: list[Section] = [(f"Run ({read_note})", ("", "value"), run_rows, (1,))]
+
+    headers = [result.group_by, "chunks", "done", "failed", "unfinished", "success", "tokens"]
+    if result.cost is not None:
+        headers.append("cost")
+    group_rows: list[Sequence[object]] = []
+    for g in result.groups:
+        row: list[object] = [
+            g.group,
+            _number(g.chunks),
+            _number(g.done),
+            _number(g.failed),
+            _number(g.unfinished + g.running + g.never_dispatched),
+            _pct(g.success_rate),
+            _number(g.tokens),
+        ]
+        if result.cost is not None:
+            row.append(_money(g.cost))
+        group_rows.append(row)
+    out.append((f"By {result.group_by}", headers, group_rows, range(1, len(headers))))
+
+    if result.failures_by_error_type:
+        rows: list[Sequence[object]] = [(k, _number(v)) for k, v in result.failures_by_error_type.items()]
+        out.append(("Failed attempts by error_type", ("error_type", "attempts"), rows, (1,)))
+    if result.missing_outputs:
+        shown: list[Sequence[object]] = [(m.chunk_id, m.output_file) for m in result.missing_outputs[:MISSING_SHOWN]]
+        more = len(result.missing_outputs) - MISSING_SHOWN
+        if more > 0:
+            shown.append((f"... and {more} more", ""))
+        title = f"Done chunks whose output file is missing ({len(result.missing_outputs)})"
+        out.append((title, ("chunk", "output_file"), shown, ()))
+    return out
+
+
+def render_text(result: RunStats) -> str:
+    """Plain aligned columns: for pipes and logs."""
+    parts = []
+    for title, headers, rows, right in sections(result):
+        parts.append(f"{title}\n" + text_table(headers, rows, right=right))
+    return "\n".join(parts)
+
+
+def render_rich(result: RunStats, stream: TextIO) -> None:
+    """Tables for a terminal."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(file=stream)
+    for title, headers, rows, right in sections(result):
+        console.print(Text(title, style="bold"))
+        table = Table()
+        for i, header in enumerate(headers):
+            table.add_column(Text(header), justify="right" if i in right else "left")
+        for row in rows:
+            table.add_row(*(Text(str(c)) for c in row))
+        console.print(table)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
