@@ -1,0 +1,203 @@
+"""``spanjournal export``: send a journal's attempts to an OTLP backend, unfinished ones included.
+
+A thin layer over :mod:`spanjournal.export`, which is imported (with the
+OpenTelemetry SDK) only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from spanjournal.cli._command import EXIT_OK, CliError, add_command
+from spanjournal.cli._output import Progress, plural, read_summary, report_read_problems
+from spanjournal.reader import JournalReadError, resolve_paths
+
+if TYPE_CHECKING:
+    from spanjournal.cli._command import Subparsers
+    from spanjournal.export import ExportStats
+
+#: The backend could not be reached or refused the spans.
+EXIT_EXPORT_FAILED = 1
+
+DESCRIPTION = """\
+Rebuild every attempt in the journals as an OpenTelemetry span and send them
+to an OTLP backend (Jaeger, an OpenTelemetry Collector, ...), with their
+original trace, span and parent ids, times and attributes.
+
+Attempts that never completed (the run died) are sent too: status ERROR,
+"no completion recorded", ending at the last event the journal holds from
+their process, with spanjournal.unfinished=true when their chunk still needs
+a retry (search for it in Jaeger). Failed attempts are ERROR with their
+error; reconciled ones OK with spanjournal.reconciled=true. If the run's
+spans already reached the backend live, send only what is missing there:
+--only unfinished.
+
+Endpoint, protocol, headers and timeout also come from the standard
+OTEL_EXPORTER_OTLP_* and OTEL_EXPORTER_OTLP_TRACES_* variables; options win.
+The default is http/protobuf to localhost:4318 (grpc: localhost:4317).
+
+stdout: with --dry-run, one line per span that would be sent.
+stderr: a one-line summary, and warnings for lines that were skipped.
+exit:   0; 1 when the backend cannot be reached or refuses the spans;
+        2 for usage errors and journals that cannot be read."""
+
+EPILOG = """\
+examples:
+  spanjournal export runs/bench.jsonl
+  spanjournal export runs/bench.jsonl --endpoint http://localhost:4317 --protocol grpc
+  spanjournal export runs/ --only unfinished --service-name router-bench
+  spanjournal export runs/bench.jsonl --dry-run | grep unfinished
+  OTEL_EXPORTER_OTLP_ENDPOINT=https://otlp.example.com \\
+    OTEL_EXPORTER_OTLP_HEADERS="authorization=Bearer $TOKEN" spanjournal export runs/bench.jsonl
+"""
+
+#: Loggers the exporters report through; their retries and failures are summed up in one line instead.
+_EXPORTER_LOGGERS = ("opentelemetry.exporter", "opentelemetry.sdk")
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add ``spanjournal export``."""
+    parser = add_command(
+        subparsers,
+        "export",
+        help="send the journal to an OTLP backend, unfinished spans included",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        handler=run,
+    )
+    add_arguments(parser)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "journals", nargs="+", metavar="JOURNAL", help="journal files, directories of *.jsonl, or globs"
+    )
+    parser.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="OTLP base URL, e.g. http://localhost:4318 (http/protobuf adds /v1/traces) "
+        "or http://localhost:4317 (grpc)",
+    )
+    parser.add_argument("--protocol", choices=("grpc", "http/protobuf"), help="OTLP protocol")
+    parser.add_argument(
+        "--service-name",
+        metavar="NAME",
+        help="service.name for sessions whose journal records none (default: OTEL_SERVICE_NAME, else spanjournal)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=("all", "unfinished", "failed"),
+        help="send only attempts never completed, or only failed ones (repeatable; default: all)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print what would be sent; send nothing")
+    parser.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="give up on the backend after this long per request (default: OTEL_EXPORTER_OTLP_TIMEOUT, else 10)",
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=512, metavar="N", help="spans per request")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from spanjournal import export
+
+    err = sys.stderr
+    try:
+        files = resolve_paths(args.journals)
+    except JournalReadError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        protocol = export.resolve_protocol(args.protocol)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    url = export.resolve_endpoint(args.endpoint, protocol)
+    service = args.service_name or os.environ.get("OTEL_SERVICE_NAME") or None
+    only = args.only or ["all"]
+    stats = export.ExportStats()
+    progress = Progress(sum(_size(p) for p in files), err)
+    if args.dry_run:
+        try:
+            out = sys.stdout
+            for span in export.journal_spans(
+                files, service_name=service, only=only, stats=stats, progress=progress
+            ):
+                out.write(export.describe_span(span) + "\n")
+        finally:
+            progress.close()
+        _report(stats, files, err, f"would send {stats.summary()} to {url} ({protocol}); nothing sent")
+        return EXIT_OK
+
+    _quiet_exporter_logs()
+    exporter, protocol, url = export.make_exporter(args.endpoint, protocol, timeout=args.timeout)
+    try:
+        export.export_journal(
+            files,
+            exporter,
+            service_name=service,
+            only=only,
+            batch_size=args.batch_size,
+            stats=stats,
+            progress=progress,
+        )
+    except export.ExportError as exc:
+        progress.close()
+        report_read_problems(stats.read, files, err)
+        reason = f": {exc.reason}" if exc.reason else ""
+        sent = f"{plural(exc.sent, 'span')} sent before the failure" if exc.sent else "nothing sent"
+        err.write(f"{args.prog}: error: cannot send spans to {url} ({protocol}){reason} ({sent})\n")
+        return EXIT_EXPORT_FAILED
+    finally:
+        progress.close()
+        exporter.shutdown()
+    _report(stats, files, err, f"sent {stats.summary()} to {url} ({protocol}) in {stats.seconds:.1f}s")
+    return EXIT_OK
+
+
+def _report(stats: ExportStats, files: list[Path], err: TextIO, head: str) -> None:
+    report_read_problems(stats.read, files, err)
+    for warning in stats.warnings():
+        err.write(f"warning: {warning}\n")
+    notes = read_summary(stats.read)
+    err.write(head + (f" ({', '.join(notes)})" if notes else "") + "\n")
+
+
+def _quiet_exporter_logs() -> None:
+    """Keep the exporters' retry warnings and tracebacks off the terminal: the command sums up."""
+    for name in _EXPORTER_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.addHandler(logging.NullHandler())
+        logger.propagate = False
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

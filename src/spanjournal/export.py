@@ -1,0 +1,833 @@
+"""Rebuild a journal's attempts as OpenTelemetry spans and send them to an OTLP backend.
+
+OTLP backends receive only ended spans, so after a crash Jaeger shows the
+agents that finished and nothing of the ones that were in flight. The journal
+holds every dispatch with its ids, start time and attributes; this module
+turns each attempt (a dispatch and its completion, if any) back into a span:
+
+- a completed attempt keeps its trace id, span id, parent span id, start and
+  end time (the events' ``ts``) and the journaled attributes; a failure has
+  status ERROR with the error as description, a success status OK, and a
+  reconciled success is OK with ``spanjournal.reconciled=true``;
+- an attempt with no completion has status ERROR, description
+  ``"no completion recorded"``, and ends at the last time the journal knows of
+  for its process (host, pid, start time); ``spanjournal.end_time_source``
+  says so. It carries ``spanjournal.unfinished=true`` when its chunk still
+  needs a retry (no attempt of it succeeded), or ``spanjournal.superseded=true``
+  when another attempt of the chunk succeeded;
+- an attempt whose process is provably still alive (``running``) ends at the
+  export time, with status UNSET and ``spanjournal.running=true``.
+
+Each span's resource carries ``service.name`` (the dispatch's
+``service_name``, else the one seen earlier in its session, else the caller's
+default) and ``spanjournal.session_id``, so spans group per session.
+
+The journal is streamed: completions are paired with their dispatch by span
+id as the file is read and sent in batches; only dispatches still waiting
+for a completion are held in memory, and those never completed are sent at
+the end. Deciding whether an unfinished chunk was later done takes a second,
+fast read (state fields only) of the same files, and only when there are
+unfinished attempts.
+
+>>> from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter  # doctest: +SKIP
+>>> export_journal(["runs/bench.jsonl"], OTLPSpanExporter("http://localhost:4317"))    # doctest: +SKIP
+ExportStats(spans=1204, sent=1204, ...)
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from spanjournal import __version__, semconv
+from spanjournal._process import is_alive
+from spanjournal._schema import Completed, Dispatched, StateEvent, decode_state_line
+from spanjournal.reader import ReadStats, resolve_paths, scan
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_PROTOCOL",
+    "DEFAULT_SERVICE_NAME",
+    "ONLY_CHOICES",
+    "PROTOCOLS",
+    "UNFINISHED_DESCRIPTION",
+    "ExportError",
+    "ExportStats",
+    "JournalSpan",
+    "Outcome",
+    "build_span",
+    "describe_span",
+    "export_journal",
+    "iso_to_ns",
+    "journal_spans",
+    "make_exporter",
+    "resolve_endpoint",
+    "resolve_protocol",
+]
+
+#: ``service.name`` when neither the journal nor the caller names one.
+DEFAULT_SERVICE_NAME = "spanjournal"
+#: Spans per export request (the SDK's batch processor default).
+DEFAULT_BATCH_SIZE = 512
+#: The status description of an attempt without a completion.
+UNFINISHED_DESCRIPTION = "no completion recorded"
+
+Protocol = Literal["grpc", "http/protobuf"]
+PROTOCOLS: tuple[Protocol, ...] = ("grpc", "http/protobuf")
+#: The OpenTelemetry specification's default OTLP protocol.
+DEFAULT_PROTOCOL: Protocol = "http/protobuf"
+DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
+DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
+HTTP_TRACES_PATH = "/v1/traces"
+
+OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
+OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+
+#: What ``only`` may select: every attempt, those never completed, those that failed.
+ONLY_CHOICES = ("all", "unfinished", "failed")
+
+# Attributes only a rebuilt span carries (the rest are in ``spanjournal.semconv``).
+ATTR_RECONCILED = "spanjournal.reconciled"
+ATTR_VALIDATION = "spanjournal.validation"
+ATTR_UNFINISHED = "spanjournal.unfinished"
+ATTR_SUPERSEDED = "spanjournal.superseded"
+ATTR_RUNNING = "spanjournal.running"
+ATTR_END_TIME_SOURCE = "spanjournal.end_time_source"
+ATTR_SYNTHETIC_IDS = "spanjournal.synthetic_ids"
+#: The resource attribute that groups a session's spans.
+RESOURCE_SESSION_ID = semconv.SESSION_ID
+
+#: ``spanjournal.end_time_source`` values.
+END_PROCESS_LAST_EVENT = "process_last_event"
+END_SESSION_LAST_EVENT = "session_last_event"
+END_EXPORT_TIME = "export_time"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_INT64 = 2**63
+
+
+class Outcome(str, enum.Enum):
+    """How one attempt ended, as far as the journal knows."""
+
+    DONE = "done"
+    RECONCILED = "reconciled"
+    FAILED = "failed"
+    UNFINISHED = "unfinished"
+    RUNNING = "running"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_SELECTIONS: dict[str, frozenset[Outcome]] = {
+    "all": frozenset(Outcome),
+    "unfinished": frozenset({Outcome.UNFINISHED, Outcome.RUNNING}),
+    "failed": frozenset({Outcome.FAILED}),
+}
+
+
+class ExportError(RuntimeError):
+    """The backend did not accept a batch: nothing after it was sent."""
+
+    def __init__(self, message: str, *, sent: int, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.sent = sent
+        self.reason = reason
+
+
+@dataclass
+class ExportStats:
+    """What an export read, rebuilt and sent."""
+
+    read: ReadStats = field(default_factory=ReadStats)
+    #: Spans rebuilt and selected, by outcome.
+    outcomes: Counter[Outcome] = field(default_factory=Counter)
+    #: Spans the backend accepted, and in how many requests.
+    sent: int = 0
+    batches: int = 0
+    #: Dispatches skipped because their ``ts`` is not an ISO 8601 time.
+    bad_times: int = 0
+    #: Completions with no dispatch to pair with (not exported).
+    orphan_completions: int = 0
+    #: Attempts whose trace or span id was missing or invalid, so one was derived.
+    synthetic_ids: int = 0
+    seconds: float = 0.0
+
+    @property
+    def spans(self) -> int:
+        return sum(self.outcomes.values())
+
+    def warnings(self) -> list[str]:
+        """One line per thing a user should know was left out or made up."""
+        out = []
+        if self.bad_times:
+            out.append(f"{self.bad_times} dispatch(es) with an unreadable ts skipped")
+        if self.orphan_completions:
+            out.append(f"{self.orphan_completions} completion(s) without a matching dispatch not exported")
+        if self.synthetic_ids:
+            out.append(f"{self.synthetic_ids} attempt(s) had no valid trace/span id: ids derived from chunk and ts")
+        return out
+
+    def summary(self) -> str:
+        """``12 spans (8 done, 1 failed, 1 reconciled, 2 unfinished)``."""
+        parts = [f"{n} {o}" for o in Outcome if (n := self.outcomes.get(o, 0))]
+        detail = f" ({', '.join(parts)})" if parts else ""
+        return f"{self.spans} span{'s' if self.spans != 1 else ''}{detail}"
+
+
+@dataclass(frozen=True)
+class JournalSpan:
+    """One attempt rebuilt from the journal: everything its span will carry.
+
+    Plain data, independent of the OpenTelemetry SDK; :func:`build_span`
+    makes the SDK's ``ReadableSpan`` of it, :func:`describe_span` a line of text.
+    """
+
+    dispatch: Dispatched
+    completion: Completed | None
+    outcome: Outcome
+    trace_id: int
+    span_id: int
+    parent_span_id: int | None
+    start_ns: int
+    end_ns: int
+    service_name: str
+    #: For attempts without a completion: where the end time comes from.
+    end_source: str | None = None
+    #: For attempts without a completion: another attempt of the chunk succeeded.
+    superseded: bool = False
+    synthetic_ids: bool = False
+
+    @property
+    def name(self) -> str:
+        return semconv.span_name(self.dispatch.agent)
+
+    @property
+    def status(self) -> tuple[StatusCode, str | None]:
+        """The span status code and description."""
+        outcome = self.outcome
+        if outcome is Outcome.DONE or outcome is Outcome.RECONCILED:
+            return StatusCode.OK, None
+        if outcome is Outcome.FAILED:
+            c = self.completion
+            assert c is not None
+            return StatusCode.ERROR, c.error or c.error_type or "failed"
+        if outcome is Outcome.RUNNING:
+            return StatusCode.UNSET, None
+        return StatusCode.ERROR, UNFINISHED_DESCRIPTION
+
+    def attributes(self) -> dict[str, Any]:
+        """The span attributes: the journaled ones, then what the export adds."""
+        d = self.dispatch
+        attrs: dict[str, Any] = {}
+        if d.attrs:
+            for key, value in d.attrs.items():
+                converted = _attribute_value(value)
+                if converted is not None:
+                    attrs[key] = converted
+        attrs[semconv.GEN_AI_OPERATION_NAME] = semconv.INVOKE_AGENT
+        if d.agent:
+            attrs[semconv.GEN_AI_AGENT_NAME] = d.agent
+        attrs[semconv.CHUNK_ID] = d.chunk_id
+        if d.session_id:
+            attrs[semconv.SESSION_ID] = d.session_id
+        if d.task_description is not None:
+            attrs[semconv.TASK_DESCRIPTION] = d.task_description
+        if d.items_assigned is not None:
+            attrs[semconv.ITEMS_ASSIGNED] = d.items_assigned
+        if d.batch is not None:
+            attrs[semconv.BATCH] = d.batch
+        c = self.completion
+        output_file = (c.output_file if c is not None else None) or d.output_file
+        if output_file:
+            attrs[semconv.OUTPUT_FILE] = output_file
+        if c is not None:
+            if c.tokens_used is not None:
+                attrs[semconv.TOKENS_USED] = c.tokens_used
+            if c.input_tokens is not None:
+                attrs[semconv.GEN_AI_INPUT_TOKENS] = c.input_tokens
+            if c.output_tokens is not None:
+                attrs[semconv.GEN_AI_OUTPUT_TOKENS] = c.output_tokens
+            if not c.success:
+                attrs[semconv.ERROR_TYPE] = c.error_type or "_OTHER"
+            if c.reconciled:
+                attrs[ATTR_RECONCILED] = True
+                if c.validation:
+                    attrs[ATTR_VALIDATION] = c.validation
+        elif self.outcome is Outcome.RUNNING:
+            attrs[ATTR_RUNNING] = True
+        elif self.superseded:
+            attrs[ATTR_SUPERSEDED] = True
+        else:
+            attrs[ATTR_UNFINISHED] = True
+        if self.end_source is not None:
+            attrs[ATTR_END_TIME_SOURCE] = self.end_source
+        if self.synthetic_ids:
+            attrs[ATTR_SYNTHETIC_IDS] = True
+        return attrs
+
+
+def _attribute_value(value: Any) -> Any:
+    """A journaled ``attrs`` value as an OTel attribute value (None: leave it out)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bool, float)):
+        return value
+    if isinstance(value, int):
+        return value if -_INT64 <= value < _INT64 else str(value)
+    if isinstance(value, list) and value:
+        kinds = {type(v) for v in value}
+        if len(kinds) == 1 and kinds <= {str, bool, int, float}:
+            if kinds == {int} and not all(-_INT64 <= v < _INT64 for v in value):
+                return msgspec.json.encode(value).decode()
+            return tuple(value)
+    return msgspec.json.encode(value).decode()
+
+
+def iso_to_ns(ts: str) -> int:
+    """Unix nanoseconds of an ISO 8601 time with offset (the journal's ``ts``).
+
+    Exact: microseconds times 1000, no float rounding. A trailing ``Z`` means
+    UTC; a time without offset is taken as local time. Raises ``ValueError``.
+
+    >>> iso_to_ns("1970-01-01T08:00:01.000002+08:00")
+    1000002000
+    """
+    if ts.endswith(("Z", "z")):
+        ts = ts[:-1] + "+00:00"
+    dt = datetime.fromisoformat(ts)
+    if dt.tzinfo is None:
+        dt = dt.astimezone()
+    delta: timedelta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def _parse_id(text: str | None, digits: int) -> int | None:
+    if text is None or len(text) != digits or not _HEX.fullmatch(text):
+        return None
+    value = int(text, 16)
+    return value or None
+
+
+def _derived_ids(d: Dispatched) -> tuple[int, int]:
+    """Stable ids for a dispatch that has none: trace per chunk, span per dispatch."""
+    trace = hashlib.blake2b(f"{d.session_id}\x1f{d.chunk_id}".encode(), digest_size=16).digest()
+    span = hashlib.blake2b(f"{d.session_id}\x1f{d.chunk_id}\x1f{d.ts}".encode(), digest_size=8).digest()
+    return int.from_bytes(trace, "big") or 1, int.from_bytes(span, "big") or 1
+
+
+ProcessKey = tuple[Any, ...]
+
+
+def _process_key(d: Dispatched) -> ProcessKey:
+    if d.host and d.pid:
+        return (d.host, d.pid, d.proc_start)
+    return ("session", d.session_id)
+
+
+@dataclass
+class _Open:
+    """A dispatch waiting for its completion."""
+
+    dispatch: Dispatched
+    key: str
+    process: ProcessKey
+    trace_id: int
+    span_id: int
+    parent_span_id: int | None
+    start_ns: int
+    synthetic_ids: bool
+    service_name: str
+
+
+def _outcome(c: Completed) -> Outcome:
+    if not c.success:
+        return Outcome.FAILED
+    return Outcome.RECONCILED if c.reconciled else Outcome.DONE
+
+
+class _Pairer:
+    """Pairs completions with dispatches as batches of events stream by.
+
+    A completion pairs with the open dispatch of its span id, else (no span id
+    on either side) with the latest open dispatch of its chunk, as the ledger
+    does. A completion read before its dispatch (journals merged out of order)
+    waits for it. Only open dispatches and such early completions are held.
+    """
+
+    def __init__(self, default_service: str, stats: ExportStats) -> None:
+        self.default_service = default_service
+        self.stats = stats
+        self.open: dict[str, _Open] = {}
+        #: chunk id -> span key of its latest open dispatch.
+        self.latest: dict[str, str] = {}
+        self.early: dict[str, Completed] = {}
+        self.last_seen: dict[ProcessKey, int] = {}
+        self.session_service: dict[str, str] = {}
+
+    def add(self, events: Iterable[Any]) -> Iterator[JournalSpan]:
+        for e in events:
+            kind = e.kind
+            if kind == 1:
+                span = self._dispatched(e)
+                if span is not None:
+                    yield span
+            elif kind == 2:
+                span = self._completed(e)
+                if span is not None:
+                    yield span
+
+    def _dispatched(self, d: Dispatched) -> JournalSpan | None:
+        try:
+            start_ns = iso_to_ns(d.ts)
+        except ValueError:
+            self.stats.bad_times += 1
+            return None
+        trace_id = _parse_id(d.trace_id, 32)
+        span_id = _parse_id(d.span_id, 16)
+        synthetic = trace_id is None or span_id is None
+        if synthetic:
+            derived_trace, derived_span = _derived_ids(d)
+            trace_id = trace_id or derived_trace
+            span_id = span_id or derived_span
+            self.stats.synthetic_ids += 1
+        assert trace_id is not None and span_id is not None
+        if d.service_name:
+            service = d.service_name
+            self.session_service.setdefault(d.session_id, service)
+        else:
+            service = self.session_service.get(d.session_id, self.default_service)
+        process = _process_key(d)
+        self._seen(process, start_ns)
+        key = d.span_id if d.span_id else f"{span_id:016x}"
+        entry = _Open(
+            dispatch=d,
+            key=key,
+            process=process,
+            trace_id=trace_id,
+            span_id=span_id,
+            parent_span_id=_parse_id(d.parent_span_id, 16),
+            start_ns=start_ns,
+            synthetic_ids=synthetic,
+            service_name=service,
+        )
+        early = self.early.pop(d.span_id, None) if d.span_id and self.early else None
+        if early is not None:
+            return self._close(entry, early)
+        self.open[key] = entry
+        self.latest[d.chunk_id] = key
+        return None
+
+    def _completed(self, c: Completed) -> JournalSpan | None:
+        entry = self.open.pop(c.span_id, None) if c.span_id else None
+        if entry is None:
+            key = self.latest.get(c.chunk_id)
+            candidate = self.open.get(key) if key is not None else None
+            if candidate is not None and (not c.span_id or not candidate.dispatch.span_id):
+                entry = self.open.pop(key)  # type: ignore[arg-type]
+            elif c.span_id:
+                self.early[c.span_id] = c
+                return None
+            else:
+                self.stats.orphan_completions += 1
+                return None
+        if self.latest.get(entry.dispatch.chunk_id) == entry.key:
+            del self.latest[entry.dispatch.chunk_id]
+        return self._close(entry, c)
+
+    def _close(self, entry: _Open, c: Completed) -> JournalSpan:
+        try:
+            end_ns = iso_to_ns(c.ts)
+        except ValueError:
+            end_ns = entry.start_ns + int((c.duration_ms or 0.0) * 1_000_000)
+        end_ns = max(end_ns, entry.start_ns)
+        self._seen(entry.process, end_ns)
+        return JournalSpan(
+            dispatch=entry.dispatch,
+            completion=c,
+            outcome=_outcome(c),
+            trace_id=entry.trace_id,
+            span_id=entry.span_id,
+            parent_span_id=entry.parent_span_id,
+            start_ns=entry.start_ns,
+            end_ns=end_ns,
+            service_name=entry.service_name,
+            synthetic_ids=entry.synthetic_ids,
+        )
+
+    def _seen(self, process: ProcessKey, ns: int) -> None:
+        if ns > self.last_seen.get(process, 0):
+            self.last_seen[process] = ns
+
+    def finish(self, files: Sequence[Path], now_ns: int) -> Iterator[JournalSpan]:
+        """The attempts never completed, in dispatch order."""
+        self.stats.orphan_completions += len(self.early)
+        self.early.clear()
+        alive: dict[ProcessKey, bool] = {}
+        for entry in self.open.values():
+            key = entry.process
+            if key not in alive:
+                alive[key] = key[0] != "session" and is_alive(*key)
+        unfinished_chunks = {e.dispatch.chunk_id for e in self.open.values() if not alive[e.process]}
+        done = _chunks_with_success(files, unfinished_chunks) if unfinished_chunks else set()
+        for entry in self.open.values():
+            running = alive[entry.process]
+            if running:
+                end_ns, source = max(now_ns, entry.start_ns), END_EXPORT_TIME
+            else:
+                end_ns = max(self.last_seen.get(entry.process, 0), entry.start_ns)
+                source = END_SESSION_LAST_EVENT if entry.process[0] == "session" else END_PROCESS_LAST_EVENT
+            yield JournalSpan(
+                dispatch=entry.dispatch,
+                completion=None,
+                outcome=Outcome.RUNNING if running else Outcome.UNFINISHED,
+                trace_id=entry.trace_id,
+                span_id=entry.span_id,
+                parent_span_id=entry.parent_span_id,
+                start_ns=entry.start_ns,
+                end_ns=end_ns,
+                service_name=entry.service_name,
+                end_source=source,
+                superseded=not running and entry.dispatch.chunk_id in done,
+                synthetic_ids=entry.synthetic_ids,
+            )
+        self.open.clear()
+
+
+_STATE_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(StateEvent)
+
+
+def _chunks_with_success(files: Sequence[Path], chunk_ids: Collection[str]) -> set[str]:
+    """Which of ``chunk_ids`` some attempt completed successfully (a fast state-only read)."""
+    found: set[str] = set()
+    for batch in scan(files, ReadStats(max_issues=0), decoder=_STATE_DECODER, line_decoder=decode_state_line):
+        for e in batch:
+            if e.kind == 2 and e.success and e.chunk_id in chunk_ids:
+                found.add(e.chunk_id)
+    return found
+
+
+def _selection(only: str | Iterable[str]) -> frozenset[Outcome]:
+    names = [only] if isinstance(only, str) else list(only)
+    if not names:
+        names = ["all"]
+    wanted: set[Outcome] = set()
+    for name in names:
+        if name not in _SELECTIONS:
+            raise ValueError(f"only must be one of {', '.join(ONLY_CHOICES)}, not {name!r}")
+        wanted |= _SELECTIONS[name]
+    return frozenset(wanted)
+
+
+def journal_spans(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    service_name: str | None = None,
+    only: str | Iterable[str] = "all",
+    stats: ExportStats | None = None,
+    now_ns: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[JournalSpan]:
+    """Stream the attempts of ``paths`` as :class:`JournalSpan` records.
+
+    Completed attempts come in completion order as the journals are read;
+    attempts never completed come last, in dispatch order. ``service_name``
+    is used for dispatches whose session names none. ``only`` is ``"all"``,
+    ``"unfinished"`` (no completion recorded, running ones included),
+    ``"failed"``, or several of them. ``now_ns`` is the export time (default:
+    now). ``progress`` is called with the bytes read so far. Raises
+    :class:`~spanjournal.reader.JournalReadError` for a path that cannot be
+    read; bad lines are counted in ``stats.read``.
+    """
+    wanted = _selection(only)
+    files = resolve_paths(paths)
+    stats = stats if stats is not None else ExportStats()
+    pairer = _Pairer(service_name or DEFAULT_SERVICE_NAME, stats)
+    now = now_ns if now_ns is not None else time.time_ns()
+    outcomes = stats.outcomes
+    for batch in scan(files, stats.read, progress=progress):
+        for span in pairer.add(batch):
+            if span.outcome in wanted:
+                outcomes[span.outcome] += 1
+                yield span
+    for span in pairer.finish(files, now):
+        if span.outcome in wanted:
+            outcomes[span.outcome] += 1
+            yield span
+
+
+_SCOPE = InstrumentationScope(semconv.TRACER_NAME, __version__)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_STATUS_OK = Status(StatusCode.OK)
+_STATUS_UNSET = Status(StatusCode.UNSET)
+
+
+class _Resources:
+    """One ``Resource`` per (service name, session), made once."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str], Resource] = {}
+
+    def get(self, service_name: str, session_id: str) -> Resource:
+        key = (service_name, session_id)
+        resource = self._cache.get(key)
+        if resource is None:
+            attrs: dict[str, str] = {"service.name": service_name}
+            if session_id:
+                attrs[RESOURCE_SESSION_ID] = session_id
+            resource = self._cache[key] = Resource.create(attrs)
+        return resource
+
+
+_default_resources = _Resources()
+
+
+def build_span(span: JournalSpan, resources: _Resources | None = None) -> ReadableSpan:
+    """The OpenTelemetry ``ReadableSpan`` an exporter sends for ``span``."""
+    resource = (resources or _default_resources).get(span.service_name, span.dispatch.session_id)
+    code, description = span.status
+    if code is StatusCode.OK:
+        status = _STATUS_OK
+    elif code is StatusCode.UNSET:
+        status = _STATUS_UNSET
+    else:
+        status = Status(code, description)
+    parent = (
+        SpanContext(span.trace_id, span.parent_span_id, is_remote=False, trace_flags=_SAMPLED)
+        if span.parent_span_id is not None
+        else None
+    )
+    return ReadableSpan(
+        name=span.name,
+        context=SpanContext(span.trace_id, span.span_id, is_remote=False, trace_flags=_SAMPLED),
+        parent=parent,
+        resource=resource,
+        attributes=span.attributes(),
+        kind=SpanKind.INTERNAL,
+        status=status,
+        start_time=span.start_ns,
+        end_time=span.end_ns,
+        instrumentation_scope=_SCOPE,
+    )
+
+
+def describe_span(span: JournalSpan) -> str:
+    """One readable line for ``--dry-run``: outcome, start, duration, status, name, ids.
+
+    For example (one line)::
+
+        unfinished  2026-05-27T13:22:01.123456+08:00  +12.500s  ERROR "no completion recorded"
+        invoke_agent router  chunk=batch-3-case-027  trace=0af7…  span=00f0…  parent=-  service=bench
+        end=process_last_event
+    """
+    code, description = span.status
+    status = code.name if description is None else f"{code.name} {msgspec.json.encode(description).decode()}"
+    duration = (span.end_ns - span.start_ns) / 1e9
+    parent = f"{span.parent_span_id:016x}" if span.parent_span_id is not None else "-"
+    extra = ""
+    if span.end_source is not None:
+        extra += f"  end={span.end_source}"
+    if span.superseded:
+        extra += "  superseded"
+    return (
+        f"{span.outcome.value:<10}  {span.dispatch.ts}  {duration:+.3f}s  {status}  {span.name}"
+        f"  chunk={span.dispatch.chunk_id}  trace={span.trace_id:032x}  span={span.span_id:016x}"
+        f"  parent={parent}  service={span.service_name}{extra}"
+    )
+
+
+class _ExporterLog(logging.Handler):
+    """Keeps what an exporter logged while failing, to say why in one line."""
+
+    #: (pattern in the exporter's messages, what the user is told), most telling first.
+    CAUSES: tuple[tuple[re.Pattern[str], str], ...] = (
+        (re.compile(r"connection refused", re.I), "connection refused"),
+        (
+            re.compile(
+                r"name or service not known|nodename nor servname|name resolution|domain name not found", re.I
+            ),
+            "host name not found",
+        ),
+        (re.compile(r"batch code: (\d+), reason: ([^\n]*)"), r"HTTP \1 \2"),
+        (re.compile(r"error code: StatusCode\.(\w+)"), r"gRPC status \1"),
+        (re.compile(r"DEADLINE_EXCEEDED|timed out", re.I), "timed out"),
+        (re.compile(r"due to timeout, max retries"), "no answer within the timeout"),
+    )
+    KEEP = 20
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad log call must not break the export
+            message = str(record.msg)
+        self.messages = [*self.messages[-(self.KEEP - 1) :], message]
+
+    def reason(self) -> str | None:
+        """The cause of the failure in a few words, else the last message (first line, shortened)."""
+        for pattern, cause in self.CAUSES:
+            for message in reversed(self.messages):
+                m = pattern.search(message)
+                if m:
+                    return m.expand(cause).strip()
+        if not self.messages:
+            return None
+        last = self.messages[-1].splitlines()[0] if self.messages[-1] else ""
+        return last if len(last) <= 200 else last[:199] + "…"
+
+
+def export_journal(
+    paths: Iterable[str | os.PathLike[str]],
+    exporter: SpanExporter,
+    *,
+    service_name: str | None = None,
+    only: str | Iterable[str] = "all",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    stats: ExportStats | None = None,
+    now_ns: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ExportStats:
+    """Send the attempts of ``paths`` through ``exporter``, ``batch_size`` spans per request.
+
+    Stops at the first batch the exporter does not accept and raises
+    :class:`ExportError` (how long that takes is bounded by the exporter's
+    timeout). The exporter is not shut down: it belongs to the caller.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    stats = stats if stats is not None else ExportStats()
+    resources = _Resources()
+    log = _ExporterLog()
+    logger = logging.getLogger("opentelemetry.exporter")
+    logger.addHandler(log)
+    started = time.monotonic()
+    try:
+        batch: list[ReadableSpan] = []
+        spans = journal_spans(
+            paths, service_name=service_name, only=only, stats=stats, now_ns=now_ns, progress=progress
+        )
+        for span in spans:
+            batch.append(build_span(span, resources))
+            if len(batch) >= batch_size:
+                _send(exporter, batch, stats, log)
+                batch = []
+        if batch:
+            _send(exporter, batch, stats, log)
+    finally:
+        logger.removeHandler(log)
+        stats.seconds = time.monotonic() - started
+    return stats
+
+
+def _send(exporter: SpanExporter, batch: list[ReadableSpan], stats: ExportStats, log: _ExporterLog) -> None:
+    result = exporter.export(batch)
+    if result is not SpanExportResult.SUCCESS:
+        reason = log.reason()
+        raise ExportError(
+            f"the backend did not accept {len(batch)} spans ({stats.sent} sent before)"
+            + (f": {reason}" if reason else ""),
+            sent=stats.sent,
+            reason=reason,
+        )
+    stats.sent += len(batch)
+    stats.batches += 1
+
+
+def resolve_protocol(protocol: str | None = None, environ: Mapping[str, str] = os.environ) -> Protocol:
+    """The OTLP protocol: ``protocol``, else ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``,
+    else ``OTEL_EXPORTER_OTLP_PROTOCOL``, else :data:`DEFAULT_PROTOCOL`.
+
+    Raises ``ValueError`` for anything but ``grpc`` and ``http/protobuf``.
+    """
+    value = (
+        protocol
+        or environ.get(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL)
+        or environ.get(OTEL_EXPORTER_OTLP_PROTOCOL)
+        or DEFAULT_PROTOCOL
+    )
+    value = value.strip().lower()
+    if value == "grpc":
+        return "grpc"
+    if value == "http/protobuf":
+        return "http/protobuf"
+    raise ValueError(f"unsupported OTLP protocol {value!r} (use grpc or http/protobuf)")
+
+
+def resolve_endpoint(
+    endpoint: str | None, protocol: Protocol, environ: Mapping[str, str] = os.environ
+) -> str:
+    """The URL spans are sent to.
+
+    ``endpoint`` (a base URL like ``OTEL_EXPORTER_OTLP_ENDPOINT``: over HTTP
+    ``/v1/traces`` is added unless it is already there), else
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (used as is), else
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (a base URL), else ``localhost`` on the
+    protocol's default port. A URL without a scheme gets ``http://``.
+    """
+    if endpoint:
+        base, signal_url = endpoint.strip(), False
+    elif environ.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT):
+        base, signal_url = environ[OTEL_EXPORTER_OTLP_TRACES_ENDPOINT].strip(), True
+    elif environ.get(OTEL_EXPORTER_OTLP_ENDPOINT):
+        base, signal_url = environ[OTEL_EXPORTER_OTLP_ENDPOINT].strip(), False
+    else:
+        base, signal_url = (DEFAULT_GRPC_ENDPOINT if protocol == "grpc" else DEFAULT_HTTP_ENDPOINT), False
+    if "://" not in base:
+        base = "http://" + base
+    if protocol == "http/protobuf" and not signal_url and not base.rstrip("/").endswith(HTTP_TRACES_PATH):
+        base = base.rstrip("/") + HTTP_TRACES_PATH
+    return base
+
+
+def make_exporter(
+    endpoint: str | None = None,
+    protocol: str | None = None,
+    *,
+    timeout: float | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[SpanExporter, Protocol, str]:
+    """An OTLP span exporter configured like the SDK's, explicit arguments first.
+
+    Returns the exporter, the protocol and the endpoint URL it sends to.
+    Headers, timeout (seconds, as the Python SDK reads it), TLS and
+    compression also come from the ``OTEL_EXPORTER_OTLP_*`` variables the
+    exporters read themselves. Raises ``ValueError`` for an unsupported protocol.
+    """
+    chosen = resolve_protocol(protocol)
+    url = resolve_endpoint(endpoint, chosen)
+    exporter: SpanExporter
+    if chosen == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        exporter = GrpcExporter(endpoint=url, timeout=timeout, headers=dict(headers) if headers else None)
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        exporter = HttpExporter(endpoint=url, timeout=timeout, headers=headers)
+    return exporter, chosen, url
