@@ -11,8 +11,9 @@ turns each attempt (a dispatch and its completion, if any) back into a span:
   reconciled success is OK with ``spanjournal.reconciled=true``;
 - an attempt with no completion has status ERROR, description
   ``"no completion recorded"``, and ends at the last time the journal knows of
-  for its process (host, pid, start time); ``spanjournal.end_time_source``
-  says so. It carries ``spanjournal.unfinished=true`` when its chunk still
+  for its process (host, pid, start time): the latest event that process
+  wrote (a reconciled completion is written by another process and does not
+  count); ``spanjournal.end_time_source`` says so. It carries ``spanjournal.unfinished=true`` when its chunk still
   needs a retry (no attempt of it succeeded), or ``spanjournal.superseded=true``
   when another attempt of the chunk succeeded;
 - an attempt whose process is provably still alive (``running``) ends at the
@@ -271,8 +272,8 @@ class JournalSpan:
                 attrs[semconv.GEN_AI_INPUT_TOKENS] = c.input_tokens
             if c.output_tokens is not None:
                 attrs[semconv.GEN_AI_OUTPUT_TOKENS] = c.output_tokens
-            if not c.success:
-                attrs[semconv.ERROR_TYPE] = c.error_type or "_OTHER"
+            if not c.success and c.error_type:
+                attrs[semconv.ERROR_TYPE] = c.error_type
             if c.reconciled:
                 attrs[ATTR_RECONCILED] = True
                 if c.validation:
@@ -464,7 +465,8 @@ class _Pairer:
         except ValueError:
             end_ns = entry.start_ns + int((c.duration_ms or 0.0) * 1_000_000)
         end_ns = max(end_ns, entry.start_ns)
-        self._seen(entry.process, end_ns)
+        if not c.reconciled and (c.pid is None or c.pid == entry.dispatch.pid):
+            self._seen(entry.process, end_ns)
         return JournalSpan(
             dispatch=entry.dispatch,
             completion=c,
@@ -626,7 +628,7 @@ def build_span(span: JournalSpan, resources: _Resources | None = None) -> Readab
         parent=parent,
         resource=resource,
         attributes=span.attributes(),
-        kind=SpanKind.INTERNAL,
+        kind=SpanKind.CLIENT,
         status=status,
         start_time=span.start_ns,
         end_time=span.end_ns,

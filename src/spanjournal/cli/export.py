@@ -7,9 +7,11 @@ OpenTelemetry SDK) only when the command runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -154,28 +156,28 @@ def run(args: argparse.Namespace) -> int:
         _report(stats, files, err, f"would send {stats.summary()} to {url} ({protocol}); nothing sent")
         return EXIT_OK
 
-    _quiet_exporter_logs()
-    exporter, protocol, url = export.make_exporter(args.endpoint, protocol, timeout=args.timeout)
-    try:
-        export.export_journal(
-            files,
-            exporter,
-            service_name=service,
-            only=only,
-            batch_size=args.batch_size,
-            stats=stats,
-            progress=progress,
-        )
-    except export.ExportError as exc:
-        progress.close()
-        report_read_problems(stats.read, files, err)
-        reason = f": {exc.reason}" if exc.reason else ""
-        sent = f"{plural(exc.sent, 'span')} sent before the failure" if exc.sent else "nothing sent"
-        err.write(f"{args.prog}: error: cannot send spans to {url} ({protocol}){reason} ({sent})\n")
-        return EXIT_EXPORT_FAILED
-    finally:
-        progress.close()
-        exporter.shutdown()
+    with _quiet_exporter_logs():
+        exporter, protocol, url = export.make_exporter(args.endpoint, protocol, timeout=args.timeout)
+        try:
+            export.export_journal(
+                files,
+                exporter,
+                service_name=service,
+                only=only,
+                batch_size=args.batch_size,
+                stats=stats,
+                progress=progress,
+            )
+        except export.ExportError as exc:
+            progress.close()
+            report_read_problems(stats.read, files, err)
+            reason = f": {exc.reason}" if exc.reason else ""
+            sent = f"{plural(exc.sent, 'span')} sent before the failure" if exc.sent else "nothing sent"
+            err.write(f"{args.prog}: error: cannot send spans to {url} ({protocol}){reason} ({sent})\n")
+            return EXIT_EXPORT_FAILED
+        finally:
+            progress.close()
+            exporter.shutdown()
     _report(stats, files, err, f"sent {stats.summary()} to {url} ({protocol}) in {stats.seconds:.1f}s")
     return EXIT_OK
 
@@ -188,12 +190,22 @@ def _report(stats: ExportStats, files: list[Path], err: TextIO, head: str) -> No
     err.write(head + (f" ({', '.join(notes)})" if notes else "") + "\n")
 
 
-def _quiet_exporter_logs() -> None:
+@contextlib.contextmanager
+def _quiet_exporter_logs() -> Iterator[None]:
     """Keep the exporters' retry warnings and tracebacks off the terminal: the command sums up."""
+    saved = []
     for name in _EXPORTER_LOGGERS:
         logger = logging.getLogger(name)
-        logger.addHandler(logging.NullHandler())
+        handler = logging.NullHandler()
+        saved.append((logger, handler, logger.propagate))
+        logger.addHandler(handler)
         logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, handler, propagate in saved:
+            logger.removeHandler(handler)
+            logger.propagate = propagate
 
 
 def _size(path: Path) -> int:
