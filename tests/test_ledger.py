@@ -206,3 +206,89 @@ def test_reading_does_not_import_opentelemetry() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- the parallel states-only read ---------------------------------------------
+
+
+def _messy_journal(path: Path, chunks: int) -> None:
+    lines: list[bytes] = []
+    for i in range(chunks):
+        chunk = f"batch-{i % 7}-case-{i:05d}"
+        lines.append(encode(d(chunk, f"{i:08x}aaaaaaaa")))
+        if i % 11 == 3:
+            lines.append(b"garbage line\n")
+        if i % 5 == 0:
+            lines.append(encode(c(chunk, f"{i:08x}aaaaaaaa", False)))
+        elif i % 5 != 4:
+            lines.append(encode(c(chunk, f"{i:08x}aaaaaaaa", True)))
+        if i % 13 == 0 and i:  # a retry of an earlier chunk, far away in the file
+            old = f"batch-{(i // 2) % 7}-case-{i // 2:05d}"
+            lines.append(encode(d(old, f"{i:08x}bbbbbbbb")))
+        if i % 17 == 0 and i > 40:  # a completion far from its dispatch
+            j = i - 40
+            lines.append(encode(c(f"batch-{j % 7}-case-{j:05d}", f"{j:08x}aaaaaaaa", True)))
+    lines.append(encode(RunPlanned(chunk_ids=["never-1", "never-2"])))
+    lines.append(encode(d("torn", "ffffffffffffffff"))[:25])
+    path.write_bytes(b"".join(lines))
+
+
+def test_parallel_read_matches_the_sequential_read(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from spanjournal import _parallel
+    from spanjournal import ledger as ledger_module
+
+    monkeypatch.setattr(_parallel, "PARALLEL_MIN_BYTES", 1024)
+    outcomes: list[bool] = []
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        outcomes.append(_parallel.read_parallel(*args, **kwargs))
+        return outcomes[-1]
+
+    monkeypatch.setattr(ledger_module, "read_parallel", spy)
+    path = tmp_path / "j.jsonl"
+    _messy_journal(path, 3000)
+    expected = read_ledger(path, detail=False, workers=1)
+    assert expected.stats.bad_lines > 100
+    for workers in (2, 3, 5):
+        got = read_ledger(path, detail=False, workers=workers)
+        assert got.pending() == expected.pending()
+        assert got.counts() == expected.counts()
+        assert [(i.line, i.message) for i in got.issues] == [(i.line, i.message) for i in expected.issues]
+        assert (got.stats.events, got.stats.lines, got.stats.torn_tails, got.stats.bytes) == (
+            expected.stats.events,
+            expected.stats.lines,
+            expected.stats.torn_tails,
+            expected.stats.bytes,
+        )
+    assert outcomes == [True, True, True]  # the parts were really read by other processes
+    detailed = read_ledger(path)
+    assert detailed.pending() == expected.pending()
+
+
+def test_parallel_read_over_several_files(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from spanjournal import _parallel
+
+    monkeypatch.setattr(_parallel, "PARALLEL_MIN_BYTES", 1024)
+    _messy_journal(tmp_path / "a.jsonl", 700)
+    write(tmp_path / "b.jsonl", d("batch-3-case-00003", "x1"), c("batch-0-case-00000", "00000000aaaaaaaa", True))
+    _messy_journal(tmp_path / "c.jsonl", 400)
+    expected = read_ledger(tmp_path, detail=False, workers=1)
+    got = read_ledger(tmp_path, detail=False, workers=4)
+    assert got.pending() == expected.pending()
+    assert [str(i) for i in got.issues] == [str(i) for i in expected.issues]
+
+
+def test_events_without_span_ids_fall_back_to_one_process(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from spanjournal import _parallel
+
+    monkeypatch.setattr(_parallel, "PARALLEL_MIN_BYTES", 10)
+    path = tmp_path / "j.jsonl"
+    events = [Dispatched(chunk_id=f"c{i}", **DEAD) for i in range(200)]  # type: ignore[arg-type]
+    events += [Completed(chunk_id=f"c{i}", success=i % 2 == 0) for i in range(200)]
+    events += [Dispatched(chunk_id="c1", **DEAD)]  # type: ignore[arg-type]
+    write(path, *events)
+    got = read_ledger(path, detail=False, workers=3)
+    assert got.state("c0") is ChunkState.DONE
+    assert got.state("c1") is ChunkState.UNFINISHED  # dispatched again after its failure
+    assert got.state("c3") is ChunkState.FAILED
+    assert got.pending() == read_ledger(path).pending()

@@ -105,7 +105,6 @@ class UnknownEvent(msgspec.Struct, kw_only=True):
 
 
 class _StateView(msgspec.Struct, tag_field="event", kw_only=True, gc=False):
-    session_id: str = ""
     span_id: str | None = None
 
 
@@ -146,7 +145,7 @@ KNOWN_EVENTS = frozenset({DISPATCHED, COMPLETED, RUN_PLANNED})
 
 _encoder = msgspec.json.Encoder()
 _V1_PREFIX = b'{"v":%d,' % SCHEMA_VERSION
-_event_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)  # type: ignore[arg-type]
+_event_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 
 
 class _Probe(msgspec.Struct):
@@ -187,7 +186,7 @@ def decode_line(line: bytes) -> Event | UnknownEvent:
         raise
 
 
-_state_decoder: msgspec.json.Decoder[StateEvent] = msgspec.json.Decoder(StateEvent)  # type: ignore[arg-type]
+_state_decoder: msgspec.json.Decoder[StateEvent] = msgspec.json.Decoder(StateEvent)
 
 
 def decode_state_line(line: bytes) -> StateEvent | UnknownEvent:

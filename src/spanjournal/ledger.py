@@ -27,16 +27,20 @@ from __future__ import annotations
 import enum
 import gc
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import filterfalse
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from spanjournal._parallel import read_parallel, workers_for
 from spanjournal._process import is_alive
 from spanjournal._schema import Completed, Dispatched, StateEvent, decode_state_line
-from spanjournal.reader import ReadIssue, ReadStats, scan
+from spanjournal.reader import ReadIssue, ReadStats, resolve_paths, scan
 
 
 class ChunkState(str, enum.Enum):
@@ -147,23 +151,33 @@ class Ledger:
     """Per-chunk states folded from one or more journals.
 
     Chunks are ordered by first dispatch; chunks seen only in a completion
-    follow, then chunks only planned or expected, in plan order. Internally
-    the ledger is a few dicts keyed by chunk id (the fold touches one or two
-    per event); :class:`Chunk` records are built when asked for.
+    follow, then chunks only planned or expected, in plan order.
+
+    Internally the ledger is keyed for speed: the latest dispatch per chunk,
+    completions per ``span_id``, and successes per chunk. A chunk's state is
+    then a lookup (done if it has a success; failed if its latest dispatch's
+    span has a completion; otherwise unfinished or running), independent of
+    the order in which completions and dispatches were read. :class:`Chunk`
+    records are built when asked for.
     """
 
-    def __init__(self, stats: ReadStats) -> None:
+    def __init__(self, stats: ReadStats, *, detail: bool = True, keep_attempts: bool = True) -> None:
         self.stats = stats
-        #: Session ids seen in dispatches, in order.
+        self.detail = detail
+        #: Session ids seen in dispatches, in order (with ``detail`` only).
         self.sessions: dict[str, None] = {}
         self.planned: dict[str, None] = {}
-        self._latest: dict[str, Dispatched] = {}
-        self._completion: dict[str, Completed] = {}
-        self._success: dict[str, Completed] = {}
-        self._retries: dict[str, int] = {}
-        self._attempts: dict[str, list[Attempt]] = {}
-        self._orphan_chunks: dict[str, None] = {}
+        self._latest: dict[str, Any] = {}
+        # detail: span -> completion; states only: the set of failed spans.
+        self._completed: dict[str, Any] | set[str] = {} if detail else set()
+        # chunk -> its first success (detail) or None.
+        self._done: dict[str, Any] = {}
+        # chunk -> its last failure, for chunks that may have no dispatch.
+        self._failures: dict[str, Any] = {}
+        self._dispatches: Counter[str] = Counter()
+        self._attempts: dict[str, list[Any]] | None = {} if keep_attempts and detail else None
         self._alive: dict[tuple[Any, Any, Any], bool] = {}
+        self._synthetic = 0
 
     @property
     def issues(self) -> list[ReadIssue]:
@@ -172,43 +186,70 @@ class Ledger:
 
     def chunk_ids(self) -> list[str]:
         """Every chunk id, in ledger order."""
-        ids = list(self._latest)
-        ids.extend(c for c in self._orphan_chunks if c not in self._latest)
-        ids.extend(c for c in self.planned if c not in self._latest and c not in self._orphan_chunks)
+        latest = self._latest
+        ids = list(latest)
+        ids.extend(self._undispatched())
+        ids.extend(c for c in self.planned if c not in latest and c not in self._done and c not in self._failures)
+        return ids
+
+    def _undispatched(self) -> list[str]:
+        """Chunks with completions but no dispatch, in the order first seen."""
+        latest = self._latest
+        orphans = (self._done.keys() | self._failures.keys()) - latest.keys()
+        if not orphans:
+            return []
+        ordered = [c for c in self._failures if c in orphans]
+        ordered.extend(c for c in self._done if c in orphans and c not in self._failures)
+        return ordered
+
+    def _not_done(self) -> list[str]:
+        """Chunk ids without a success, in ledger order."""
+        done = self._done
+        ids = list(filterfalse(done.__contains__, self._latest))
+        ids.extend(c for c in self._undispatched() if c not in done)
+        ids.extend(c for c in self.planned if c not in self._latest and c not in done and c not in self._failures)
         return ids
 
     def state(self, chunk_id: str) -> ChunkState:
-        if chunk_id in self._success:
+        """The state of one chunk; ``KeyError`` for a chunk the ledger does not know."""
+        if chunk_id in self._done:
             return ChunkState.DONE
-        if chunk_id in self._completion:
-            return ChunkState.FAILED
         d = self._latest.get(chunk_id)
         if d is not None:
+            if d.span_id in self._completed:
+                return ChunkState.FAILED
             key = (d.host, d.pid, d.proc_start)
             alive = self._alive.get(key)
             if alive is None:
                 alive = self._alive[key] = is_alive(*key)
             return ChunkState.RUNNING if alive else ChunkState.UNFINISHED
-        if chunk_id in self._orphan_chunks or chunk_id in self.planned:
-            return ChunkState.NEVER_DISPATCHED if chunk_id not in self._orphan_chunks else ChunkState.FAILED
+        if chunk_id in self._failures:
+            return ChunkState.FAILED
+        if chunk_id in self.planned:
+            return ChunkState.NEVER_DISPATCHED
         raise KeyError(chunk_id)
 
     def __getitem__(self, chunk_id: str) -> Chunk:
         state = self.state(chunk_id)
-        attempts = self._attempts.get(chunk_id, [])
-        dispatched = chunk_id in self._latest
+        d = self._latest.get(chunk_id)
+        completed = self._completed
+        by_span = completed.get if isinstance(completed, dict) else _no_completion
+        completion = by_span(d.span_id) if d is not None else self._failures.get(chunk_id)
+        attempts = []
+        if self._attempts is not None:
+            attempts = [Attempt(a, by_span(a.span_id)) for a in self._attempts.get(chunk_id, ())]
         return Chunk(
             chunk_id=chunk_id,
             state=state,
-            attempt_count=self._retries.get(chunk_id, 1) if dispatched else 0,
-            dispatch=self._latest.get(chunk_id),
-            completion=self._completion.get(chunk_id),
-            success=self._success.get(chunk_id),
+            attempt_count=self._dispatches.get(chunk_id, 0) if self.detail else int(d is not None),
+            dispatch=d,
+            completion=completion,
+            success=self._done.get(chunk_id),
             attempts=attempts,
         )
 
     def __contains__(self, chunk_id: object) -> bool:
-        return chunk_id in self._latest or chunk_id in self._orphan_chunks or chunk_id in self.planned
+        return any(chunk_id in m for m in (self._latest, self._done, self._failures, self.planned))
 
     def __iter__(self) -> Iterator[Chunk]:
         for chunk_id in self.chunk_ids():
@@ -221,21 +262,106 @@ class Ledger:
         """The chunk ids to retry (by default), in first-dispatch order."""
         wanted = {ChunkState(s) for s in states}
         state = self.state
-        return [c for c in self.chunk_ids() if state(c) in wanted]
+        ids = self.chunk_ids() if ChunkState.DONE in wanted else self._not_done()
+        if wanted == PENDING_STATES:
+            # The common case: only chunks whose writer might be alive need a look at /proc.
+            return [c for c in ids if state(c) is not ChunkState.RUNNING]
+        return [c for c in ids if state(c) in wanted]
 
     def by_state(self, state: ChunkState | str) -> list[Chunk]:
-        wanted = ChunkState(state)
-        return [self[c] for c in self.chunk_ids() if self.state(c) is wanted]
+        return [self[c] for c in self.pending([state])]
 
     def counts(self) -> dict[ChunkState, int]:
         """How many chunks are in each state (every state present, maybe 0)."""
         out = dict.fromkeys(ChunkState, 0)
-        for c in self.chunk_ids():
+        out[ChunkState.DONE] = len(self._done)
+        for c in self._not_done():
             out[self.state(c)] += 1
         return out
 
+    # -- the fold -------------------------------------------------------------
 
-_STATE_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(StateEvent)  # type: ignore[arg-type]
+    def _add(self, events: list[Any]) -> None:
+        """Fold one batch of events, in file order."""
+        ds = [e for e in events if e.kind == 1]
+        cs = [e for e in events if e.kind == 2]
+        if len(ds) + len(cs) != len(events):
+            for e in events:
+                if e.kind == 3:
+                    self._plan(e.chunk_ids)
+        d_ids = list(map(_chunk_id, ds))
+        d_spans = list(map(_span_id, ds))
+        c_spans = list(map(_span_id, cs))
+        if None in d_spans or None in c_spans or "" in d_spans or "" in c_spans:
+            self._add_in_order(events)
+            return
+        self._latest.update(zip(d_ids, ds))
+        if self.detail:
+            self._dispatches.update(d_ids)
+            sessions = self.sessions
+            for e in ds:
+                if e.session_id not in sessions:
+                    sessions[e.session_id] = None
+            if self._attempts is not None:
+                attempts = self._attempts
+                for cid, e in zip(d_ids, ds):
+                    attempts.setdefault(cid, []).append(e)
+        completed = self._completed
+        done = self._done
+        successes = filter(_success, cs)
+        failures = list(filterfalse(_success, cs))
+        if isinstance(completed, dict):
+            completed.update(zip(c_spans, cs))
+            for e in successes:
+                if e.chunk_id not in done:
+                    done[e.chunk_id] = e
+        else:
+            # A success decides its chunk by chunk id alone: only failed spans are needed.
+            completed.update(map(_span_id, failures))
+            done.update(dict.fromkeys(map(_chunk_id, successes)))
+        for e in failures:
+            self._failures[e.chunk_id] = e
+
+    def _add_in_order(self, events: list[Any]) -> None:
+        """The same fold one event at a time, for events without span ids.
+
+        A dispatch without ``span_id`` gets a synthetic one (``-N``, never a
+        real hex id); a completion without one belongs to its chunk's latest
+        dispatch at that point of the file.
+        """
+        for e in events:
+            kind = e.kind
+            if kind == 1:
+                if not e.span_id:
+                    self._synthetic += 1
+                    e.span_id = f"-{self._synthetic}"
+                self._add([e])
+            elif kind == 2:
+                if not e.span_id:
+                    d = self._latest.get(e.chunk_id)
+                    if d is not None:
+                        e.span_id = d.span_id
+                    else:
+                        self._synthetic += 1
+                        e.span_id = f"-{self._synthetic}"
+                self._add([e])
+            elif kind == 3:
+                self._plan(e.chunk_ids)
+
+    def _plan(self, chunk_ids: Iterable[str]) -> None:
+        self.planned.update(dict.fromkeys(chunk_ids))
+
+
+_chunk_id = attrgetter("chunk_id")
+_span_id = attrgetter("span_id")
+_success = attrgetter("success")
+
+
+def _no_completion(span: object) -> None:
+    return None
+
+
+_STATE_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(StateEvent)
 
 
 def read_ledger(
@@ -246,6 +372,7 @@ def read_ledger(
     max_issues: int = 1000,
     detail: bool = True,
     progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> Ledger:
     """Read journals (files, directories of ``*.jsonl``, globs) into a :class:`Ledger`.
 
@@ -253,29 +380,39 @@ def read_ledger(
     line; expected chunks never dispatched are ``never_dispatched``.
     ``session`` keeps only events of that session id. ``keep_attempts=False``
     keeps only each chunk's latest attempt: memory then depends on the number
-    of chunks, not of lines. ``detail=False`` (implies ``keep_attempts=False``)
-    decodes only the fields that decide states, the fastest read: then
-    errors, tokens, output files and times read as ``None``. Never raises on bad content (see
-    ``ledger.issues``); raises :class:`~spanjournal.reader.JournalReadError`
-    for a path that cannot be read.
+    of chunks, not of lines. ``detail=False`` decodes only the fields that
+    decide states, the fastest read (then ``attempts`` is empty and errors,
+    tokens, output files and times read as ``None``); a large journal is then
+    read by ``workers`` processes (default: one per core, for journals of
+    tens of megabytes and more; 1 never forks). Never raises on bad
+    content (see ``ledger.issues``); raises
+    :class:`~spanjournal.reader.JournalReadError` for a path that cannot be
+    read.
     """
+    if session is not None:
+        detail = True
     stats = ReadStats(max_issues=max_issues)
-    ledger = Ledger(stats)
-    fold = _Fold(ledger, keep_attempts=keep_attempts and detail, session=session)
-    kwargs: dict[str, Any] = {"progress": progress}
+    ledger = Ledger(stats, detail=detail, keep_attempts=keep_attempts)
+    kwargs: dict[str, Any] = {}
     if not detail:
         kwargs.update(decoder=_STATE_DECODER, line_decoder=decode_state_line)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the fold makes many objects and no cycles
     try:
-        for batch in scan(paths, stats, **kwargs):
-            fold.add(batch)
+        if not detail and session is None:
+            files = resolve_paths(paths)
+            parts = workers_for(files) if workers is None else workers
+            if parts > 1 and read_parallel(ledger, files, parts, progress=progress, **kwargs):
+                paths = ()
+        for batch in scan(paths, stats, progress=progress, **kwargs):
+            if session is not None:
+                batch = [e for e in batch if e.session_id == session]
+            ledger._add(batch)
     finally:
         if gc_was_enabled:
             gc.enable()
     if expect is not None:
-        fold.plan(_expected_ids(expect))
-    fold.finish()
+        ledger._plan(_expected_ids(expect))
     return ledger
 
 
@@ -284,81 +421,3 @@ def _expected_ids(expect: Iterable[str] | str | os.PathLike[str]) -> list[str]:
         text = Path(expect).read_text(encoding="utf-8-sig")
         return [line.strip() for line in text.splitlines() if line.strip()]
     return list(expect)
-
-
-class _Fold:
-    """Folds batches of events into a ledger's dicts, in file order."""
-
-    def __init__(self, ledger: Ledger, *, keep_attempts: bool, session: str | None) -> None:
-        self.ledger = ledger
-        self.keep = keep_attempts
-        self.session = session
-        # Completions seen before their dispatch (journals merged out of
-        # order), by span id, waiting for the dispatch to pair with.
-        self.orphans: dict[str, Completed] = {}
-
-    def add(self, events: list[Any]) -> None:
-        ledger = self.ledger
-        latest = ledger._latest
-        completion = ledger._completion
-        success = ledger._success
-        retries = ledger._retries
-        attempts = ledger._attempts
-        keep = self.keep
-        session = self.session
-        for e in events:
-            if session is not None and e.session_id != session:
-                continue
-            kind = e.kind
-            cid = e.chunk_id if kind != 3 else None
-            if kind == 1:
-                prev = latest.get(cid)
-                latest[cid] = e
-                if prev is None:
-                    ledger.sessions[e.session_id] = None
-                else:
-                    retries[cid] = retries.get(cid, 1) + 1
-                    completion.pop(cid, None)
-                if keep:
-                    attempts.setdefault(cid, []).append(Attempt(e))
-                if self.orphans and e.span_id in self.orphans:
-                    self._complete_latest(cid, self.orphans.pop(e.span_id))
-            elif kind == 2:
-                d = latest.get(cid)
-                if d is None:
-                    ledger._orphan_chunks[cid] = None
-                    if e.span_id:
-                        self.orphans[e.span_id] = e
-                    completion[cid] = e
-                elif not e.span_id or d.span_id == e.span_id or not d.span_id:
-                    self._complete_latest(cid, e)
-                elif keep:
-                    for a in attempts.get(cid, ()):
-                        if a.dispatch is not None and a.dispatch.span_id == e.span_id:
-                            if a.completion is None or not a.completion.success:
-                                a.completion = e
-                            break
-                if e.success and cid not in success:
-                    success[cid] = e
-            elif kind == 3:
-                self.plan(e.chunk_ids)
-
-    def _complete_latest(self, cid: str, e: Completed) -> None:
-        ledger = self.ledger
-        old = ledger._completion.get(cid)
-        if old is None or not old.success:
-            ledger._completion[cid] = e
-        if self.keep:
-            ledger._attempts[cid][-1].completion = ledger._completion[cid]
-        if e.success and cid not in ledger._success:
-            ledger._success[cid] = e
-
-    def plan(self, chunk_ids: Iterable[str]) -> None:
-        planned = self.ledger.planned
-        for chunk_id in chunk_ids:
-            planned[chunk_id] = None
-
-    def finish(self) -> None:
-        ledger = self.ledger
-        for cid in [c for c in ledger._orphan_chunks if c in ledger._latest]:
-            del ledger._orphan_chunks[cid]

@@ -61,6 +61,8 @@ class ReadStats:
 
     files: list[str] = field(default_factory=list)
     events: int = 0
+    #: Newline-terminated lines met (blank and bad ones included).
+    lines: int = 0
     bytes: int = 0
     torn_tails: int = 0
     bad_lines: int = 0
@@ -136,7 +138,7 @@ def scan(
         yield from _scan_file(path, stats, decoder, line_decoder, progress)
 
 
-_FULL_DECODER: Decoder = msgspec.json.Decoder(Event)  # type: ignore[arg-type]
+_FULL_DECODER: Decoder = msgspec.json.Decoder(Event)
 
 
 def _scan_file(
@@ -145,18 +147,27 @@ def _scan_file(
     decoder: Decoder,
     line_decoder: LineDecoder,
     progress: Callable[[int], None] | None,
+    offset: int = 0,
+    stop: int | None = None,
 ) -> Iterator[list[Any]]:
+    """Scan ``path`` from byte ``offset`` (a line start) to ``stop`` (a line end, or EOF).
+
+    Line numbers in reports count from the ``offset``.
+    """
     name = str(path)
     try:
         f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise JournalReadError(f"{name}: {exc.strerror}") from exc
     with f:
+        if offset:
+            f.seek(offset)
+        remaining = -1 if stop is None else stop - offset
         buf = bytearray(BLOCK_BYTES)
         start = 0  # bytes of an incomplete line kept at the front of buf
         line_no = 0  # lines before the block being decoded
         skipping_from = 0  # line number of an overlong line being skipped, or 0
-        while True:
+        while remaining:
             if start == len(buf):
                 if len(buf) >= MAX_LINE_BYTES:
                     if not skipping_from:
@@ -164,12 +175,17 @@ def _scan_file(
                     start = 0
                 else:
                     buf.extend(bytes(len(buf)))
+            space = memoryview(buf)[start:] if remaining < 0 else memoryview(buf)[start : start + remaining]
             try:
-                n = f.readinto(memoryview(buf)[start:])
+                n = f.readinto(space)
             except OSError as exc:
                 raise JournalReadError(f"{name}: {exc.strerror}") from exc
+            finally:
+                space.release()
             if not n:
                 break
+            if remaining > 0:
+                remaining -= n
             stats.bytes += n
             end = start + n
             cut = buf.rfind(b"\n", 0, end)
@@ -180,6 +196,7 @@ def _scan_file(
             if skipping_from:
                 first_nl = buf.find(b"\n", 0, end)
                 stats.report(name, skipping_from, f"line longer than {MAX_LINE_BYTES} bytes skipped")
+                stats.lines += skipping_from - line_no
                 line_no = skipping_from
                 skipping_from = 0
                 block_start = first_nl + 1
@@ -189,6 +206,7 @@ def _scan_file(
                 yield _decode_block(view, lines, line_no, name, stats, decoder, line_decoder)
                 view.release()
                 line_no += lines
+                stats.lines += lines
             rest = end - cut - 1
             buf[:rest] = buf[cut + 1 : end]
             start = rest
@@ -199,6 +217,7 @@ def _scan_file(
         elif start:
             tail = bytes(buf[:start]).strip(_WHITESPACE)
             event = _decode_tail(tail, line_decoder) if tail else None
+            stats.lines += 1
             if event is not None:
                 stats.events += 1
                 if isinstance(event, UnknownEvent):

@@ -1,0 +1,253 @@
+"""Reading one large journal on several cores, for the states-only fast path.
+
+The file is cut into parts at line boundaries. Forked children each fold a
+part into a states-only ledger and send back what the merge needs, encoded
+with msgpack: every chunk id they saw dispatched (for first-dispatch order),
+the latest dispatch of each chunk not done within the part, the chunks done,
+the spans that failed, and their read statistics. The parent folds the first
+part itself, then merges the children's summaries in file order. The merge is
+exact because the ledger's state rules do not depend on the order in which a
+dispatch and its completion are read, only on which dispatch is latest.
+
+A part that holds events without span ids (which pair by file order) makes
+the whole read fall back to one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from spanjournal._schema import CompletedState, DispatchedState
+from spanjournal.reader import ReadIssue, ReadStats, _scan_file
+
+if TYPE_CHECKING:
+    from spanjournal.ledger import Ledger
+
+#: Journals smaller than this in all are read in one process.
+PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+#: At most this many processes read at once.
+MAX_WORKERS = 8
+
+Segment = tuple[str, int, int | None]  # path, start offset, stop offset (None: to EOF)
+
+
+class _Summary(msgspec.Struct, array_like=True):
+    seen: list[str]
+    open_dispatches: list[DispatchedState]
+    done: list[str]
+    failed_spans: list[str]
+    failures: list[CompletedState]
+    planned: list[str]
+    spanless: bool
+    files: list[str]
+    lines: list[int]
+    events: int
+    bytes: int
+    torn_tails: int
+    bad_lines: int
+    unknown_events: int
+    issues: list[tuple[str, int, str]]
+    error: str = ""
+
+
+def workers_for(paths: list[Path]) -> int:
+    """How many processes to read ``paths`` with (1: do not fork)."""
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        return 1  # forking a threaded process could copy a held lock
+    total = 0
+    for p in paths:
+        with contextlib.suppress(OSError):
+            total += p.stat().st_size
+    if total < PARALLEL_MIN_BYTES:
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, MAX_WORKERS, total // (PARALLEL_MIN_BYTES // 2)))
+
+
+def split(paths: list[Path], parts: int) -> list[list[Segment]]:
+    """Cut the files into ``parts`` lists of segments of about equal size, at line ends."""
+    sizes = [p.stat().st_size for p in paths]
+    target = max(1, sum(sizes) // parts)
+    out: list[list[Segment]] = [[]]
+    room = target
+    for path, size in zip(paths, sizes):
+        offset = 0
+        with open(path, "rb") as f:
+            while size - offset > room and len(out) < parts:
+                f.seek(offset + room)
+                rest = f.readline()
+                cut = offset + room + len(rest)
+                if cut >= size:
+                    break
+                out[-1].append((str(path), offset, cut))
+                out.append([])
+                offset, room = cut, target
+        out[-1].append((str(path), offset, None))
+        room -= size - offset
+    return [p for p in out if p]
+
+
+def read_parallel(
+    ledger: Ledger,
+    paths: list[Path],
+    parts: int,
+    decoder: msgspec.json.Decoder[Any],
+    line_decoder: Callable[[bytes], Any],
+    progress: Callable[[int], None] | None,
+) -> bool:
+    """Fold ``paths`` into ``ledger`` with ``parts`` processes.
+
+    Returns False (``ledger`` untouched) when the parallel read cannot be
+    exact or a child failed; the caller then reads in one process.
+    """
+    segments = split(paths, parts)
+    children: list[tuple[int, int]] = []
+    try:
+        for part in segments[1:]:
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child
+                os.close(read_fd)
+                _child(part, write_fd, decoder, line_decoder)
+            os.close(write_fd)
+            children.append((pid, read_fd))
+        mine = _fold_part(segments[0], decoder, line_decoder, progress, scale=len(segments))
+        summaries = [mine] + [_receive(fd) for _, fd in children]
+    finally:
+        for pid, fd in children:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+    if any(s.error or s.spanless for s in summaries):
+        return False
+    line_base: dict[str, int] = {}
+    for summary in summaries:
+        _merge(ledger, summary, line_base)
+    if progress is not None:
+        progress(ledger.stats.bytes)
+    return True
+
+
+def _child(
+    part: list[Segment],
+    fd: int,
+    decoder: msgspec.json.Decoder[Any],
+    line_decoder: Callable[[bytes], Any],
+) -> None:  # pragma: no cover - runs in the child, reported through the pipe
+    code = 0
+    try:
+        try:
+            data = msgspec.msgpack.encode(_fold_part(part, decoder, line_decoder, None))
+        except BaseException as exc:
+            data = msgspec.msgpack.encode(_empty(error=f"{type(exc).__name__}: {exc}"))
+            code = 1
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os._exit(code)
+
+
+def _receive(fd: int) -> _Summary:
+    chunks = []
+    while True:
+        data = os.read(fd, 1 << 20)
+        if not data:
+            break
+        chunks.append(data)
+    try:
+        return msgspec.msgpack.decode(b"".join(chunks), type=_Summary)
+    except msgspec.DecodeError:
+        return _empty(error="a reader process died")
+
+
+def _empty(error: str = "") -> _Summary:
+    return _Summary([], [], [], [], [], [], False, [], [], 0, 0, 0, 0, 0, [], error)
+
+
+def _fold_part(
+    part: list[Segment],
+    decoder: msgspec.json.Decoder[Any],
+    line_decoder: Callable[[bytes], Any],
+    progress: Callable[[int], None] | None,
+    scale: int = 1,
+) -> _Summary:
+    from spanjournal.ledger import Ledger
+
+    stats = ReadStats(max_issues=1000)
+    part_ledger = Ledger(stats, detail=False, keep_attempts=False)
+    lines: list[int] = []
+    report = (lambda n: progress(n * scale)) if progress is not None else None
+    for path, start, stop in part:
+        before = stats.lines
+        stats.files.append(path)
+        for batch in _scan_file(Path(path), stats, decoder, line_decoder, report, start, stop):
+            part_ledger._add(batch)
+        lines.append(stats.lines - before)
+    done = part_ledger._done
+    latest = part_ledger._latest
+    return _Summary(
+        seen=list(latest),
+        open_dispatches=[d for c, d in latest.items() if c not in done],
+        done=list(done),
+        failed_spans=list(part_ledger._completed),
+        failures=list(part_ledger._failures.values()),
+        planned=list(part_ledger.planned),
+        spanless=part_ledger._synthetic > 0,
+        files=[p for p, _, _ in part],
+        lines=lines,
+        events=stats.events,
+        bytes=stats.bytes,
+        torn_tails=stats.torn_tails,
+        bad_lines=stats.bad_lines,
+        unknown_events=stats.unknown_events,
+        issues=[(i.path, i.line, i.message) for i in stats.issues],
+    )
+
+
+def _merge(ledger: Ledger, s: _Summary, line_base: dict[str, int]) -> None:
+    """Fold one part's summary into ``ledger``; parts must come in file order.
+
+    ``line_base`` carries, per file, the lines of earlier parts: line numbers
+    in a part count from the part's start.
+    """
+    stats = ledger.stats
+    offsets = {}
+    for path, count in zip(s.files, s.lines):
+        offsets[path] = line_base.get(path, 0)
+        line_base[path] = offsets[path] + count
+    for path, line, message in s.issues:
+        if len(stats.issues) < stats.max_issues:
+            stats.issues.append(ReadIssue(path, line + offsets.get(path, 0), message))
+    for path in s.files:
+        if not stats.files or stats.files[-1] != path:
+            stats.files.append(path)
+    stats.events += s.events
+    stats.lines += sum(s.lines)
+    stats.bytes += s.bytes
+    stats.torn_tails += s.torn_tails
+    stats.bad_lines += s.bad_lines
+    stats.unknown_events += s.unknown_events
+
+    latest = ledger._latest
+    latest.update(dict.fromkeys(s.seen))
+    latest.update(zip(map(_chunk_id, s.open_dispatches), s.open_dispatches))
+    ledger._done.update(dict.fromkeys(s.done))
+    completed = ledger._completed
+    if isinstance(completed, set):
+        completed.update(s.failed_spans)
+    for f in s.failures:
+        ledger._failures[f.chunk_id] = f
+    ledger._plan(s.planned)
+
+
+def _chunk_id(d: DispatchedState) -> str:
+    return d.chunk_id
