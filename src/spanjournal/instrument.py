@@ -1,0 +1,755 @@
+"""The dispatch decorator and context manager: where a sub-agent call becomes a span.
+
+:func:`dispatch` wraps a function (``def`` or ``async def``) that runs one
+unit of work; :func:`dispatch_span` does the same for a block. Each call
+starts an OpenTelemetry span named ``invoke_agent {agent}`` with the
+identifying attributes *at start* (chunk id, session id, task, items,
+expected output file, ``gen_ai.operation.name="invoke_agent"``,
+``gen_ai.agent.name``), so the :class:`~spanjournal.JournalSpanProcessor`
+writes the ``subagent_dispatched`` line before the body runs.
+
+Strictness lives here. In strict mode (the default) a dispatch whose
+dispatched line could not be written raises
+:class:`~spanjournal.JournalWriteError` *before* the body runs: no invisible
+work. ``strict=False`` runs the body anyway; the failure is logged and
+counted (``JournalSpanProcessor.errors``).
+
+Sampling never hides work: when no journal processor saw the span (the
+sampler dropped it, the SDK is disabled, or the tracer's provider has no
+journal processor), the dispatch writes both events itself.
+
+>>> import spanjournal
+>>> @spanjournal.dispatch(chunk_id=lambda case: f"case-{case}", task_description="Route prompt")
+... def run_agent(case):
+...     spanjournal.current_dispatch().record(input_tokens=1000, output_tokens=234)
+...     return "ok"
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar, Token
+from types import TracebackType
+from typing import Any, ParamSpec, TypeAlias, TypeVar, cast, overload
+
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from spanjournal import semconv
+from spanjournal.journal import JournalWriteError
+from spanjournal.processor import MAX_ERROR_CHARS, JournalSpanProcessor, _thread_state, bound_error, latest_processor
+
+__all__ = ["DispatchHandle", "DispatchSpan", "current_dispatch", "dispatch", "dispatch_span"]
+
+logger = logging.getLogger("spanjournal")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+#: A decorator argument: a value, or a callable of the decorated function's arguments
+#: (returning None leaves the attribute out).
+Arg: TypeAlias = "T | Callable[..., T | None]"
+
+_ERROR = StatusCode.ERROR
+_CLIENT = SpanKind.CLIENT
+_time_ns = time.time_ns
+
+
+class _Runtime:
+    """What a dispatch needs: the tracer to start spans with, and the journal to fall back on."""
+
+    __slots__ = ("processor", "session_id", "tracer")
+
+    def __init__(self, tracer: trace.Tracer, processor: JournalSpanProcessor | None, session_id: str | None) -> None:
+        self.tracer = tracer
+        self.processor = processor
+        self.session_id = session_id
+
+
+_active: _Runtime | None = None
+_fallback: tuple[object, object, _Runtime] | None = None
+_not_configured_warned = False
+
+
+def _activate(runtime: _Runtime | None) -> _Runtime | None:
+    """Make ``runtime`` the one dispatches use (spanjournal.config); return the previous one."""
+    global _active
+    previous, _active = _active, runtime
+    return previous
+
+
+def _runtime() -> _Runtime:
+    runtime = _active
+    if runtime is not None:
+        return runtime
+    global _fallback
+    provider = trace.get_tracer_provider()
+    processor = latest_processor()
+    cached = _fallback
+    if cached is not None and cached[0] is provider and cached[1] is processor:
+        return cached[2]
+    from spanjournal import __version__
+
+    runtime = _Runtime(
+        provider.get_tracer(semconv.TRACER_NAME, __version__),
+        processor,
+        processor.session_id if processor is not None else None,
+    )
+    _fallback = (provider, processor, runtime)
+    return runtime
+
+
+class DispatchHandle:
+    """One running dispatch: its span, and the completion fields recorded so far.
+
+    Inside a decorated function, :func:`current_dispatch` returns it;
+    :func:`dispatch_span` yields it. :meth:`record` adds what the
+    ``subagent_completed`` line and the span should say::
+
+        d = spanjournal.current_dispatch()
+        d.record(output_file="responses/027.json", input_tokens=1000, output_tokens=234)
+        d.record(success=False, error="quota exceeded")   # a failure without an exception
+    """
+
+    __slots__ = (
+        "_context_token",
+        "_current_token",
+        "_ended",
+        "_outcome",
+        "_parent_span_id",
+        "_runtime",
+        "_self_journal",
+        "_start_ns",
+        "chunk_id",
+        "journal_error",
+        "journaled",
+        "span",
+    )
+
+    def __init__(self, chunk_id: str, runtime: _Runtime) -> None:
+        self.chunk_id = chunk_id
+        #: The OpenTelemetry span (a non-recording one when the sampler dropped it).
+        self.span: trace.Span = trace.INVALID_SPAN
+        #: Whether the ``subagent_dispatched`` line was written.
+        self.journaled = False
+        #: Why it was not, if writing it failed.
+        self.journal_error: BaseException | None = None
+        self._runtime = runtime
+        self._outcome: dict[str, Any] | None = None
+        self._self_journal = False
+        self._ended = False
+        self._start_ns = 0
+        self._parent_span_id: int | None = None
+        self._context_token: object = None
+        self._current_token: Token[DispatchHandle | None] | None = None
+
+    @property
+    def trace_id(self) -> str:
+        """The trace id, 32 hex digits, as written in the journal."""
+        return f"{self.span.get_span_context().trace_id:032x}"
+
+    @property
+    def span_id(self) -> str:
+        """The span id, 16 hex digits, as written in the journal."""
+        return f"{self.span.get_span_context().span_id:016x}"
+
+    def record(
+        self,
+        *,
+        success: bool | None = None,
+        error: str | None = None,
+        error_type: str | None = None,
+        output_file: str | os.PathLike[str] | None = None,
+        tokens_used: int | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        attributes: Mapping[str, AttributeValue] | None = None,
+    ) -> None:
+        """Add completion fields; later calls override earlier ones.
+
+        ``error`` without ``success`` means ``success=False``. An exception
+        escaping the dispatch overrides ``success`` and ``error``.
+        ``input_tokens``/``output_tokens`` become ``gen_ai.usage.*`` span
+        attributes, ``error_type`` becomes ``error.type``; ``attributes``
+        are set on the span as given.
+        """
+        if self._ended:
+            logger.warning("spanjournal: record() on dispatch %r after it ended is ignored", self.chunk_id)
+            return
+        out = self._outcome
+        if out is None:
+            out = self._outcome = {}
+        if error is not None:
+            out["error"] = str(error)
+            if success is None:
+                success = False
+        if success is not None:
+            out["success"] = bool(success)
+        if error_type is not None:
+            out["error_type"] = str(error_type)
+        if output_file is not None:
+            out["output_file"] = os.fspath(output_file)
+        tokens = (("tokens_used", tokens_used), ("input_tokens", input_tokens), ("output_tokens", output_tokens))
+        for key, value in tokens:
+            if value is not None:
+                out[key] = _check_int(key, value)
+        if attributes:
+            out.setdefault("attributes", {}).update(attributes)
+
+    def __repr__(self) -> str:
+        return f"<DispatchHandle {self.chunk_id!r} span_id={self.span_id}>"
+
+    # -- lifecycle (used by the decorator and DispatchSpan) ------------------------
+
+    def _start(self, name: str, attributes: dict[str, AttributeValue], strict: bool) -> None:
+        runtime = self._runtime
+        state = _thread_state
+        state.ticket = self
+        try:
+            span = runtime.tracer.start_span(name, kind=_CLIENT, attributes=attributes)
+        finally:
+            state.ticket = None
+        self.span = span
+        if not self.journaled and self.journal_error is None:
+            self._journal_start_myself(span, attributes)
+        if self.journal_error is not None:
+            self._refuse(strict)
+        self._context_token = context_api.attach(trace.set_span_in_context(span))
+        self._current_token = _current.set(self)
+
+    def _journal_start_myself(self, span: trace.Span, attributes: dict[str, AttributeValue]) -> None:
+        """No processor saw this span: write the dispatched line through the runtime's processor."""
+        self._self_journal = True
+        processor = self._runtime.processor
+        parent = trace.get_current_span().get_span_context()
+        self._parent_span_id = parent.span_id if parent.is_valid else None
+        context = span.get_span_context()
+        if not context.is_valid:
+            trace_id = parent.trace_id if parent.is_valid else random.getrandbits(128)
+            context = trace.SpanContext(trace_id, random.getrandbits(64) or 1, is_remote=False)
+            self.span = span = NonRecordingSpan(context)
+        start = getattr(span, "start_time", None)
+        self._start_ns = start if isinstance(start, int) else _time_ns()
+        if processor is None:
+            self.journal_error = _not_configured()
+            return
+        line = processor.dispatched_line(
+            chunk_id=self.chunk_id,
+            start_ns=self._start_ns,
+            trace_id=context.trace_id,
+            span_id=context.span_id,
+            parent_span_id=self._parent_span_id,
+            attributes=attributes,
+        )
+        error = processor.write(line, "dispatched", self.chunk_id)
+        if error is None:
+            self.journaled = True
+        else:
+            self.journal_error = error
+
+    def _refuse(self, strict: bool) -> None:
+        error = self.journal_error
+        assert error is not None
+        if not strict:
+            if isinstance(error, _NotConfigured):
+                _warn_not_configured()
+            return
+        span = self.span
+        if span.is_recording():
+            span.set_attribute(semconv.ERROR_TYPE, "JournalWriteError")
+            span.set_status(Status(_ERROR, f"dispatch refused: {error}"))
+        self._ended = True
+        span.end()
+        errno_ = error.errno if isinstance(error, OSError) else None
+        raise JournalWriteError(
+            errno_, f"dispatch of {self.chunk_id!r} refused: its dispatched line could not be journaled: {error}"
+        ) from error
+
+    def _finish(self, exc: BaseException | None) -> None:
+        try:
+            if self._current_token is not None:
+                _current.reset(self._current_token)
+        except ValueError:
+            _current.set(None)
+        context_api.detach(self._context_token)  # type: ignore[arg-type]
+        span = self.span
+        out = self._outcome
+        success = True
+        error: str | None = None
+        error_type: str | None = None
+        if out is not None:
+            success = out.get("success", True)
+            error = out.get("error")
+            error_type = out.get("error_type")
+        if exc is not None:
+            success = False
+            error = str(exc) or type(exc).__name__
+            error_type = type(exc).__name__
+        if error is not None:
+            error = bound_error(error, MAX_ERROR_CHARS)
+        recording = span.is_recording()
+        if recording:
+            attrs = _outcome_attributes(out, error_type if not success else None)
+            if attrs:
+                span.set_attributes(attrs)
+            if exc is not None:
+                span.record_exception(exc, escaped=True)
+            if not success:
+                span.set_status(Status(_ERROR, error))
+        self._ended = True
+        span.end()
+        if self._self_journal and self.journaled:
+            self._journal_end_myself(success, error, error_type)
+
+    def _journal_end_myself(self, success: bool, error: str | None, error_type: str | None) -> None:
+        processor = self._runtime.processor
+        if processor is None:
+            return
+        end = getattr(self.span, "end_time", None)
+        end_ns = end if isinstance(end, int) else _time_ns()
+        attrs: dict[str, Any] = _outcome_attributes(self._outcome, error_type if not success else None)
+        if self._runtime.session_id:
+            attrs[semconv.SESSION_ID] = self._runtime.session_id
+        context = self.span.get_span_context()
+        line = processor.completed_line(
+            chunk_id=self.chunk_id,
+            start_ns=self._start_ns,
+            end_ns=end_ns,
+            trace_id=context.trace_id,
+            span_id=context.span_id,
+            attributes=attrs,
+            success=success,
+            error=None if success else error,
+        )
+        processor.write(line, "completed", self.chunk_id)
+
+
+_current: ContextVar[DispatchHandle | None] = ContextVar("spanjournal_current_dispatch", default=None)
+
+
+def current_dispatch() -> DispatchHandle:
+    """The handle of the dispatch running in this context (thread or asyncio task).
+
+    Raises ``LookupError`` outside a dispatch.
+
+    >>> @dispatch("case-001")
+    ... def run_agent():
+    ...     current_dispatch().record(tokens_used=1234)
+    """
+    handle = _current.get()
+    if handle is None:
+        raise LookupError("spanjournal.current_dispatch() called outside a dispatch")
+    return handle
+
+
+class _NotConfigured(JournalWriteError):
+    pass
+
+
+def _not_configured() -> _NotConfigured:
+    return _NotConfigured(
+        None,
+        "no journal configured: call spanjournal.configure(journal=...) "
+        "or add a JournalSpanProcessor to your TracerProvider",
+    )
+
+
+def _warn_not_configured() -> None:
+    global _not_configured_warned
+    if not _not_configured_warned:
+        _not_configured_warned = True
+        logger.warning("spanjournal: dispatches run unjournaled: %s", _not_configured())
+
+
+def _outcome_attributes(out: dict[str, Any] | None, error_type: str | None) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    if out:
+        extra = out.get("attributes")
+        if extra:
+            attrs.update(extra)
+        for key, name in _OUTCOME_KEYS:
+            value = out.get(key)
+            if value is not None:
+                attrs[name] = value
+    if error_type is not None:
+        attrs[semconv.ERROR_TYPE] = error_type
+    return attrs
+
+
+_OUTCOME_KEYS = (
+    ("output_file", semconv.OUTPUT_FILE),
+    ("tokens_used", semconv.TOKENS_USED),
+    ("input_tokens", semconv.GEN_AI_INPUT_TOKENS),
+    ("output_tokens", semconv.GEN_AI_OUTPUT_TOKENS),
+)
+
+
+# -- argument checks -----------------------------------------------------------------
+
+
+def _check_chunk_id(value: object) -> str:
+    if type(value) is str and value:
+        return value
+    if isinstance(value, bool) or value is None or value == "":
+        raise ValueError(f"chunk_id must be a non-empty string, not {value!r}")
+    if isinstance(value, (str, int)):
+        return str(value)
+    raise TypeError(f"chunk_id must be a string, not {type(value).__name__}")
+
+
+def _check_str(name: str, value: object) -> str:
+    if type(value) is str:
+        return value
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(f"{name} must be a string, not {type(value).__name__}")
+
+
+def _check_path(name: str, value: object) -> str:
+    if type(value) is str:
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    raise TypeError(f"{name} must be a path, not {type(value).__name__}")
+
+
+def _check_int(name: str, value: object) -> int:
+    if type(value) is int:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+
+
+def _check_attributes(name: str, value: object) -> dict[str, AttributeValue]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a mapping of attribute names to values, not {type(value).__name__}")
+    return dict(value)
+
+
+_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    semconv.TASK_DESCRIPTION: _check_str,
+    semconv.ITEMS_ASSIGNED: _check_int,
+    semconv.OUTPUT_FILE: _check_path,
+    semconv.BATCH: _check_str,
+    semconv.GEN_AI_AGENT_NAME: _check_str,
+}
+
+
+# -- resolving decorator arguments ---------------------------------------------------
+
+_Resolver = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+_VAR_KINDS = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+def _resolver(fn: Callable[..., Any], target: inspect.Signature | None) -> _Resolver:
+    """How to call a decorator argument ``fn`` with the decorated function's arguments.
+
+    With the same arguments when its parameters are the function's (or take
+    ``*args``/``**kwargs``); when they name only some of the function's
+    parameters (``lambda case: ...`` on ``def run(case, model)``, or on a
+    method ``def run(self, case)``), with those, by name.
+    """
+
+    def same(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return fn(*args, **kwargs)
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return same
+    params = list(sig.parameters.values())
+    if target is None or any(p.kind in _VAR_KINDS for p in params):
+        return same
+    names = [p.name for p in params]
+    target_names = list(target.parameters)
+    if names == target_names or not set(names) <= set(target_names):
+        return same
+    positional = [p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_ONLY]
+    keyword = [p.name for p in params if p.kind is not inspect.Parameter.POSITIONAL_ONLY]
+
+    def by_name(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        bound = target.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = bound.arguments
+        return fn(*[values[n] for n in positional], **{n: values[n] for n in keyword})
+
+    k = len(names)
+    prefix_ok = names == target_names[:k] and all(
+        target.parameters[n].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for n in names
+    )
+    if not prefix_ok:
+        return by_name
+
+    def prefix(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not kwargs and len(args) >= k:
+            return fn(*args[:k])
+        return by_name(args, kwargs)
+
+    return prefix
+
+
+class _Spec:
+    """The parts of a dispatch fixed at decoration: checked constants and argument resolvers."""
+
+    __slots__ = ("attributes", "chunk_id", "dynamic", "name", "strict")
+
+    def __init__(
+        self,
+        chunk_id: Arg[str],
+        *,
+        task_description: Arg[str] | None,
+        items_assigned: Arg[int] | None,
+        output_file: Arg[str | os.PathLike[str]] | None,
+        batch: Arg[str] | None,
+        agent_name: Arg[str] | None,
+        attributes: Arg[Mapping[str, AttributeValue]] | None,
+        strict: bool,
+        target: Callable[..., Any] | None,
+    ) -> None:
+        signature: inspect.Signature | None = None
+        if target is not None:
+            try:
+                signature = inspect.signature(target)
+            except (TypeError, ValueError):
+                signature = None
+        self.strict = strict
+        self.attributes: dict[str, AttributeValue] = {semconv.GEN_AI_OPERATION_NAME: semconv.INVOKE_AGENT}
+        self.dynamic: list[tuple[str, _Resolver, Callable[[str, Any], Any]]] = []
+        if callable(chunk_id):
+            if target is None:
+                raise TypeError("chunk_id must be a string here, not a callable")
+            resolve = _resolver(chunk_id, signature)
+            self.chunk_id: str | _Resolver = resolve
+        else:
+            self.chunk_id = _check_chunk_id(chunk_id)
+        if callable(attributes):
+            self.dynamic.append(("", _resolver(attributes, signature), _check_attributes))
+        elif attributes is not None:
+            self.attributes.update(_check_attributes("attributes", attributes))
+        for key, value in (
+            (semconv.TASK_DESCRIPTION, task_description),
+            (semconv.ITEMS_ASSIGNED, items_assigned),
+            (semconv.OUTPUT_FILE, output_file),
+            (semconv.BATCH, batch),
+            (semconv.GEN_AI_AGENT_NAME, agent_name),
+        ):
+            if value is None:
+                continue
+            check = _CHECKS[key]
+            if callable(value) and not isinstance(value, os.PathLike):
+                if target is None:
+                    raise TypeError(f"{key.rsplit('.', 1)[-1]} must be a value here, not a callable")
+                self.dynamic.append((key, _resolver(value, signature), check))
+            else:
+                self.attributes[key] = check(key.rsplit(".", 1)[-1], value)
+        agent = self.attributes.get(semconv.GEN_AI_AGENT_NAME)
+        dynamic_agent = any(key == semconv.GEN_AI_AGENT_NAME for key, _, _ in self.dynamic)
+        self.name: str | None = None if dynamic_agent else semconv.span_name(cast("str | None", agent))
+
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> DispatchHandle:
+        """Resolve this call's attributes and start its span (strict: raise if not journaled)."""
+        runtime = _active or _runtime()
+        chunk_id = self.chunk_id
+        if not isinstance(chunk_id, str):
+            chunk_id = _check_chunk_id(chunk_id(args, kwargs))
+        attributes = self.attributes.copy()
+        for key, resolve, check in self.dynamic:
+            value = resolve(args, kwargs)
+            if value is None:
+                continue
+            if key:
+                attributes[key] = check(key.rsplit(".", 1)[-1], value)
+            else:
+                attributes.update(check("attributes", value))
+        attributes[semconv.CHUNK_ID] = chunk_id
+        if runtime.session_id:
+            attributes[semconv.SESSION_ID] = runtime.session_id
+        name = self.name
+        if name is None:
+            name = semconv.span_name(cast("str | None", attributes.get(semconv.GEN_AI_AGENT_NAME)))
+        handle = DispatchHandle(chunk_id, runtime)
+        handle._start(name, attributes, self.strict)
+        return handle
+
+
+# -- the public entry points ---------------------------------------------------------
+
+
+class _DispatchDecorator:
+    """``@dispatch(...)``: turns a sync or async function into a journaled dispatch."""
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        self._kwargs = kwargs
+
+    @overload
+    def __call__(self, func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]: ...
+
+    @overload
+    def __call__(self, func: Callable[P, R]) -> Callable[P, R]: ...
+
+    def __call__(self, func: Callable[P, Any]) -> Callable[P, Any]:
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            raise TypeError(
+                f"@dispatch cannot wrap the generator function {func.__qualname__}: "
+                "its body runs after the call returns; dispatch a function that does the work"
+            )
+        kwargs = dict(self._kwargs)
+        if kwargs.get("agent_name") is None:
+            kwargs["agent_name"] = getattr(func, "__name__", None)
+        spec = _Spec(target=func, **kwargs)
+        start = spec.start
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def run_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                handle = start(args, kwargs)
+                try:
+                    result = await func(*args, **kwargs)
+                except BaseException as exc:
+                    handle._finish(exc)
+                    raise
+                handle._finish(None)
+                return result
+
+            return run_async
+
+        @functools.wraps(func)
+        def run(*args: P.args, **kwargs: P.kwargs) -> Any:
+            handle = start(args, kwargs)
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as exc:
+                handle._finish(exc)
+                raise
+            handle._finish(None)
+            return result
+
+        return run
+
+
+def dispatch(
+    chunk_id: Arg[str],
+    *,
+    task_description: Arg[str] | None = None,
+    items_assigned: Arg[int] | None = None,
+    output_file: Arg[str | os.PathLike[str]] | None = None,
+    batch: Arg[str] | None = None,
+    agent_name: Arg[str] | None = None,
+    attributes: Arg[Mapping[str, AttributeValue]] | None = None,
+    strict: bool = True,
+) -> _DispatchDecorator:
+    """Decorate a function (``def`` or ``async def``) that runs one unit of work.
+
+    Every argument is a value or a callable of the decorated function's
+    arguments (called with the same arguments, or with those its parameters
+    name). ``agent_name`` defaults to the function's name; the span is named
+    ``invoke_agent {agent_name}``. ``attributes`` adds span attributes at
+    start (journaled under ``attrs``).
+
+    Each call writes ``subagent_dispatched`` before the body runs and
+    ``subagent_completed`` when it returns or raises; an exception marks the
+    completion ``success: false`` with ``error`` (bounded) and
+    ``error_type``, sets the span status to ERROR, and is re-raised
+    unchanged. ``strict`` (default) raises
+    :class:`~spanjournal.JournalWriteError` before the body runs if the
+    dispatched line could not be written; ``strict=False`` logs, counts and
+    runs the body.
+
+    >>> @dispatch(chunk_id=lambda case: f"batch-{case // 10}-case-{case:03d}",
+    ...           task_description="Route prompt to expected skill",
+    ...           output_file=lambda case: f"responses/{case:03d}.json",
+    ...           agent_name="router")
+    ... def run_agent(case: int) -> str:
+    ...     return "skill-a"
+    """
+    return _DispatchDecorator(
+        {
+            "chunk_id": chunk_id,
+            "task_description": task_description,
+            "items_assigned": items_assigned,
+            "output_file": output_file,
+            "batch": batch,
+            "agent_name": agent_name,
+            "attributes": attributes,
+            "strict": strict,
+        }
+    )
+
+
+class DispatchSpan:
+    """The context manager :func:`dispatch_span` returns; ``with`` and ``async with`` both work."""
+
+    __slots__ = ("_handle", "_spec")
+
+    def __init__(self, spec: _Spec) -> None:
+        self._spec = spec
+        self._handle: DispatchHandle | None = None
+
+    def __enter__(self) -> DispatchHandle:
+        if self._handle is not None:
+            raise RuntimeError("a dispatch_span can be entered once; call dispatch_span() again")
+        self._handle = self._spec.start((), {})
+        return self._handle
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._handle is not None
+        self._handle._finish(exc)
+
+    async def __aenter__(self) -> DispatchHandle:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def dispatch_span(
+    chunk_id: str,
+    *,
+    task_description: str | None = None,
+    items_assigned: int | None = None,
+    output_file: str | os.PathLike[str] | None = None,
+    batch: str | None = None,
+    agent_name: str | None = None,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    strict: bool = True,
+) -> DispatchSpan:
+    """A dispatch as a ``with`` block; the same events and span as :func:`dispatch`.
+
+    >>> with dispatch_span("batch-3-case-027", task_description="Route prompt") as d:
+    ...     d.record(output_file="responses/027.json", tokens_used=1234, success=True)
+    """
+    return DispatchSpan(
+        _Spec(
+            chunk_id,
+            task_description=task_description,
+            items_assigned=items_assigned,
+            output_file=output_file,
+            batch=batch,
+            agent_name=agent_name,
+            attributes=attributes,
+            strict=strict,
+            target=None,
+        )
+    )
+

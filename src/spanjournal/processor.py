@@ -1,0 +1,507 @@
+"""JournalSpanProcessor: where a span becomes a journal line.
+
+The OpenTelemetry SDK calls a span processor when a span starts and when it
+ends, on the thread that starts or ends it. :class:`JournalSpanProcessor`
+writes a ``subagent_dispatched`` line in ``on_start`` (durable, with the
+default ``fsync`` journal, before the agent runs) and a
+``subagent_completed`` line in ``on_end``. Only dispatch spans, the ones
+that carry ``spanjournal.chunk_id`` from their start, are journaled; every
+other span passes through untouched. With ``journal_agent_spans=True`` spans
+of other instrumentations whose ``gen_ai.operation.name`` is
+``invoke_agent`` are journaled too.
+
+The processor never raises into the code that starts or ends a span: a
+failed write is logged (the first one loudly), counted in
+:attr:`JournalSpanProcessor.errors`, and reported to the dispatch that
+caused it, which decides whether to refuse to run the agent (strict mode).
+
+>>> from opentelemetry.sdk.trace import TracerProvider
+>>> from spanjournal.testing import MemoryJournal
+>>> journal = MemoryJournal()
+>>> provider = TracerProvider()
+>>> provider.add_span_processor(JournalSpanProcessor(journal, session_id="s-1"))
+>>> tracer = provider.get_tracer("example")
+>>> with tracer.start_as_current_span("invoke_agent", attributes={"spanjournal.chunk_id": "c-1"}):
+...     pass
+>>> [e.event for e in journal.events()]
+['subagent_dispatched', 'subagent_completed']
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Mapping
+from datetime import datetime, timezone, tzinfo
+from typing import Any, Protocol, runtime_checkable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import StatusCode
+
+from spanjournal import semconv
+from spanjournal._process import self_identity
+from spanjournal._schema import Completed, Dispatched, encode
+from spanjournal.journal import Durability, Journal
+
+__all__ = [
+    "MAX_ERROR_CHARS",
+    "JournalLike",
+    "JournalSpanProcessor",
+    "TimestampFormatter",
+    "resolve_tz",
+]
+
+logger = logging.getLogger("spanjournal")
+
+#: Error messages longer than this are cut (with a marker) in the journal and on the span.
+MAX_ERROR_CHARS = 2000
+
+_ERROR = StatusCode.ERROR
+_KNOWN_START_KEYS = frozenset(
+    {
+        semconv.CHUNK_ID,
+        semconv.SESSION_ID,
+        semconv.TASK_DESCRIPTION,
+        semconv.ITEMS_ASSIGNED,
+        semconv.OUTPUT_FILE,
+        semconv.BATCH,
+        semconv.GEN_AI_AGENT_NAME,
+        semconv.GEN_AI_OPERATION_NAME,
+    }
+)
+
+
+@runtime_checkable
+class JournalLike(Protocol):
+    """What the processor writes to: :class:`~spanjournal.Journal`, or a test double.
+
+    ``append_bytes`` takes one ``\\n``-terminated line and raises (typically
+    :class:`~spanjournal.JournalWriteError`) when it cannot keep it.
+    """
+
+    def append_bytes(self, line: bytes) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def bound_error(message: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``message`` cut to ``limit`` characters, saying so if it was cut.
+
+    >>> bound_error("quota exceeded", limit=5)
+    'quota[… 9 more characters]'
+    """
+    if len(message) <= limit:
+        return message
+    return f"{message[:limit]}[… {len(message) - limit} more characters]"
+
+
+def resolve_tz(tz: str | tzinfo | None) -> tzinfo | None:
+    """A time zone from a name (``"UTC"``, ``"Asia/Kuala_Lumpur"``, ``"local"``) or a tzinfo.
+
+    ``None`` and ``"local"`` mean the machine's local time zone (returned as
+    ``None``); an unknown name raises ``ValueError``.
+
+    >>> resolve_tz("UTC")
+    datetime.timezone.utc
+    """
+    if tz is None or isinstance(tz, tzinfo):
+        return tz
+    name = tz.strip()
+    if name.lower() in ("", "local"):
+        return None
+    if name.upper() in ("UTC", "Z"):
+        return timezone.utc
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {tz!r}") from exc
+
+
+class TimestampFormatter:
+    """Formats span times (nanoseconds since the epoch) as ISO 8601 with microseconds and offset.
+
+    ``datetime.isoformat`` per event is slow; this caches the formatted second
+    and its offset and only adds the microseconds, so a burst of events in
+    the same second costs one division and one f-string each. Microseconds
+    are truncated, not rounded. Thread safe (a race only recomputes a second).
+
+    >>> fmt = TimestampFormatter("Asia/Kuala_Lumpur")
+    >>> fmt(1_779_859_321_123_456_789)
+    '2026-05-27T13:22:01.123456+08:00'
+    """
+
+    __slots__ = ("_cache", "tz")
+
+    _CACHE_SIZE = 256
+
+    def __init__(self, tz: str | tzinfo | None = None) -> None:
+        self.tz = resolve_tz(tz)
+        self._cache: dict[int, tuple[str, str]] = {}
+
+    def __call__(self, ns: int) -> str:
+        sec, rem = divmod(ns, 1_000_000_000)
+        parts = self._cache.get(sec)
+        if parts is None:
+            parts = self._second(sec)
+        return f"{parts[0]}.{rem // 1000:06d}{parts[1]}"
+
+    def _second(self, sec: int) -> tuple[str, str]:
+        utc = datetime.fromtimestamp(sec, timezone.utc)
+        text = (utc.astimezone() if self.tz is None else utc.astimezone(self.tz)).isoformat()
+        parts = (text[:19], text[19:])
+        cache = self._cache
+        if len(cache) >= self._CACHE_SIZE:
+            cache.clear()
+        cache[sec] = parts
+        return parts
+
+
+class _StartTicket(Protocol):
+    """Filled by ``on_start`` for the dispatch that is starting a span on this thread."""
+
+    journaled: bool
+    journal_error: BaseException | None
+
+
+class _ThreadState(threading.local):
+    ticket: _StartTicket | None = None
+
+
+#: The dispatch starting a span on this thread, if any (set by spanjournal.instrument).
+_thread_state = _ThreadState()
+
+_live: weakref.WeakSet[JournalSpanProcessor] = weakref.WeakSet()
+_latest: weakref.ref[JournalSpanProcessor] | None = None
+
+
+def latest_processor() -> JournalSpanProcessor | None:
+    """The most recently created processor that is not shut down, if any.
+
+    The dispatch decorator writes events through it when no processor saw
+    the span (the sampler dropped it, or the tracer's provider has no
+    journal processor) and :func:`spanjournal.configure` was not called.
+    """
+    processor = _latest() if _latest is not None else None
+    if processor is not None and not processor.is_shutdown:
+        return processor
+    alive = [p for p in _live if not p.is_shutdown]
+    return alive[-1] if alive else None
+
+
+class JournalSpanProcessor(SpanProcessor):
+    """Mirrors dispatch spans into a journal: start -> dispatched, end -> completed.
+
+    ``journal`` is a :class:`~spanjournal.Journal` (or anything
+    :class:`JournalLike`), or a path, in which case the processor opens it
+    with ``durability`` and closes it at :meth:`shutdown`; a journal passed
+    in is flushed at shutdown and left open for its owner to close.
+
+    ``session_id`` is written on every event (a span attribute
+    ``spanjournal.session_id`` overrides it); ``tz`` is the time zone of the
+    ``ts`` field (default: local). ``journal_agent_spans`` also journals
+    spans of other instrumentations that carry ``gen_ai.operation.name =
+    "invoke_agent"`` at start; their chunk id is the attribute named by
+    ``agent_chunk_id_attribute`` if they carry it, else their span id.
+
+    For users who build their own ``TracerProvider``::
+
+        provider = TracerProvider()
+        provider.add_span_processor(JournalSpanProcessor("runs/bench.jsonl"))
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+
+    Thread safety: ``on_start``/``on_end`` may be called from any thread
+    concurrently; the journal serialises the writes. They never raise.
+    """
+
+    def __init__(
+        self,
+        journal: Journal | JournalLike | str | os.PathLike[str],
+        *,
+        session_id: str | None = None,
+        tz: str | tzinfo | None = None,
+        durability: Durability = "fsync",
+        journal_agent_spans: bool = False,
+        agent_chunk_id_attribute: str | None = None,
+        max_error_chars: int = MAX_ERROR_CHARS,
+    ) -> None:
+        global _latest
+        if isinstance(journal, (str, os.PathLike)):
+            self.journal: Journal | JournalLike = Journal(journal, durability=durability)
+            self._owns_journal = True
+        else:
+            self.journal = journal
+            self._owns_journal = False
+        self.session_id = session_id or ""
+        self.format_ts = TimestampFormatter(tz)
+        self.journal_agent_spans = journal_agent_spans
+        self.agent_chunk_id_attribute = agent_chunk_id_attribute
+        self.max_error_chars = max_error_chars
+        #: How many events could not be written (each one was logged).
+        self.errors = 0
+        #: The latest write error, if any.
+        self.last_error: BaseException | None = None
+        self._append = self.journal.append_bytes
+        self._lock = threading.Lock()
+        self._shutdown = False
+        self._agent_spans: set[int] = set()
+        self._resource: Resource | None = None
+        self._service_name: str | None = None
+        _live.add(self)
+        _latest = weakref.ref(self)
+
+    # -- the SpanProcessor interface -------------------------------------------
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Write ``subagent_dispatched`` for a dispatch span. Never raises."""
+        if self._shutdown:
+            return
+        try:
+            attrs = span._attributes
+            chunk_id = attrs.get(semconv.CHUNK_ID) if attrs else None
+            context = span._context
+            if context is None:
+                return
+            if chunk_id is None:
+                if not self.journal_agent_spans or not attrs:
+                    return
+                if attrs.get(semconv.GEN_AI_OPERATION_NAME) != semconv.INVOKE_AGENT:
+                    return
+                chunk_id = self._agent_chunk_id(attrs, context.span_id)
+                with self._lock:
+                    self._agent_spans.add(context.span_id)
+            parent = span._parent
+            line = self.dispatched_line(
+                chunk_id=str(chunk_id),
+                start_ns=span._start_time or 0,
+                trace_id=context.trace_id,
+                span_id=context.span_id,
+                parent_span_id=parent.span_id if parent is not None else None,
+                attributes=attrs,
+                service_name=self._service_of(span._resource),
+            )
+        except Exception as exc:
+            self._report_start(self._failed(exc, "dispatched", span))
+            return
+        self._report_start(self.write(line, "dispatched", chunk_id))
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Write ``subagent_completed`` for a dispatch span. Never raises."""
+        if self._shutdown:
+            return
+        try:
+            attrs = span._attributes
+            chunk_id = attrs.get(semconv.CHUNK_ID) if attrs else None
+            context = span._context
+            if context is None:
+                return
+            if chunk_id is None:
+                if not self._agent_spans:
+                    return
+                with self._lock:
+                    if context.span_id not in self._agent_spans:
+                        return
+                    self._agent_spans.discard(context.span_id)
+                chunk_id = self._agent_chunk_id(attrs or {}, context.span_id)
+            status = span._status
+            failed = status.status_code is _ERROR
+            line = self.completed_line(
+                chunk_id=str(chunk_id),
+                start_ns=span._start_time or 0,
+                end_ns=span._end_time or 0,
+                trace_id=context.trace_id,
+                span_id=context.span_id,
+                attributes=attrs or {},
+                success=not failed,
+                error=status.description if failed else None,
+            )
+        except Exception as exc:
+            self._failed(exc, "completed", span)
+            return
+        self.write(line, "completed", chunk_id)
+
+    def shutdown(self) -> None:
+        """Flush the journal; close it if this processor opened it. Idempotent."""
+        if self._shutdown:
+            return
+        self._shutdown = True
+        _live.discard(self)
+        try:
+            if self._owns_journal:
+                self.journal.close()
+            else:
+                self.journal.flush()
+        except Exception as exc:
+            self._failed(exc, "shutdown", None)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Write buffered events (``durability="none"``); False if that failed."""
+        if self._shutdown:
+            return True
+        try:
+            self.journal.flush()
+        except Exception as exc:
+            self._failed(exc, "flush", None)
+            return False
+        return True
+
+    @property
+    def is_shutdown(self) -> bool:
+        return self._shutdown
+
+    # -- mapping spans to lines (also used by the decorator for unrecorded spans) --
+
+    def dispatched_line(
+        self,
+        *,
+        chunk_id: str,
+        start_ns: int,
+        trace_id: int,
+        span_id: int,
+        parent_span_id: int | None,
+        attributes: Mapping[str, Any] | None,
+        service_name: str | None = None,
+    ) -> bytes:
+        """The ``subagent_dispatched`` line for a span with these start attributes."""
+        get = attributes.get if attributes else _no_attributes
+        host, pid, proc_start = self_identity()
+        task = get(semconv.TASK_DESCRIPTION)
+        items = get(semconv.ITEMS_ASSIGNED)
+        output_file = get(semconv.OUTPUT_FILE)
+        batch = get(semconv.BATCH)
+        agent = get(semconv.GEN_AI_AGENT_NAME)
+        session = get(semconv.SESSION_ID)
+        extra = None
+        if attributes:
+            known = sum(v is not None for v in (task, items, output_file, batch, agent, session))
+            known += (semconv.CHUNK_ID in attributes) + (semconv.GEN_AI_OPERATION_NAME in attributes)
+            if len(attributes) > known:
+                extra = {k: v for k, v in attributes.items() if k not in _KNOWN_START_KEYS}
+        return encode(
+            Dispatched(
+                ts=self.format_ts(start_ns),
+                session_id=_str_or_none(session) or self.session_id,
+                chunk_id=chunk_id,
+                task_description=_str_or_none(task),
+                items_assigned=_int_or_none(items),
+                trace_id=f"{trace_id:032x}",
+                span_id=f"{span_id:016x}",
+                parent_span_id=f"{parent_span_id:016x}" if parent_span_id else None,
+                host=host,
+                pid=pid,
+                proc_start=proc_start,
+                output_file=_str_or_none(output_file),
+                batch=_str_or_none(batch),
+                agent=_str_or_none(agent),
+                service_name=service_name,
+                attrs=extra or None,
+            )
+        )
+
+    def completed_line(
+        self,
+        *,
+        chunk_id: str,
+        start_ns: int,
+        end_ns: int,
+        trace_id: int,
+        span_id: int,
+        attributes: Mapping[str, Any],
+        success: bool,
+        error: str | None = None,
+    ) -> bytes:
+        """The ``subagent_completed`` line for a span that ended with these attributes."""
+        get = attributes.get
+        host, pid, _ = self_identity()
+        error_type = None
+        if not success:
+            error_type = get(semconv.ERROR_TYPE)
+            if error:
+                error = bound_error(error, self.max_error_chars)
+        return encode(
+            Completed(
+                ts=self.format_ts(end_ns),
+                session_id=_str_or_none(get(semconv.SESSION_ID)) or self.session_id,
+                chunk_id=chunk_id,
+                success=success,
+                output_file=_str_or_none(get(semconv.OUTPUT_FILE)),
+                error=error or None,
+                error_type=_str_or_none(error_type),
+                tokens_used=_int_or_none(get(semconv.TOKENS_USED)),
+                input_tokens=_int_or_none(get(semconv.GEN_AI_INPUT_TOKENS)),
+                output_tokens=_int_or_none(get(semconv.GEN_AI_OUTPUT_TOKENS)),
+                duration_ms=(end_ns - start_ns) / 1e6 if end_ns and start_ns else None,
+                trace_id=f"{trace_id:032x}",
+                span_id=f"{span_id:016x}",
+                host=host,
+                pid=pid,
+            )
+        )
+
+    def write(self, line: bytes, what: str, chunk_id: object) -> BaseException | None:
+        """Append one line; return the error instead of raising it (it is logged and counted)."""
+        try:
+            self._append(line)
+        except Exception as exc:
+            return self._failed(exc, what, chunk_id)
+        return None
+
+    # -- internals -----------------------------------------------------------------
+
+    def _agent_chunk_id(self, attrs: Mapping[str, Any], span_id: int) -> str:
+        key = self.agent_chunk_id_attribute
+        value = attrs.get(key) if key else None
+        return str(value) if value is not None else f"{span_id:016x}"
+
+    def _service_of(self, resource: Resource | None) -> str | None:
+        if resource is None:
+            return None
+        if resource is not self._resource:
+            name = resource.attributes.get("service.name")
+            self._service_name = name if isinstance(name, str) else None
+            self._resource = resource
+        return self._service_name
+
+    @staticmethod
+    def _report_start(error: BaseException | None) -> None:
+        ticket = _thread_state.ticket
+        if ticket is not None:
+            if error is None:
+                ticket.journaled = True
+            else:
+                ticket.journal_error = error
+
+    def _failed(self, exc: BaseException, what: str, about: object) -> BaseException:
+        with self._lock:
+            self.errors += 1
+            self.last_error = exc
+            first = self.errors == 1
+        if isinstance(about, ReadableSpan):
+            about = about.attributes.get(semconv.CHUNK_ID) if about.attributes else about.name
+        message = "spanjournal: could not journal %s event for %r (%d errors so far): %s"
+        if first:
+            logger.error(message, what, about, 1, exc, exc_info=not isinstance(exc, OSError))
+        else:
+            logger.debug(message, what, about, self.errors, exc)
+        return exc
+
+
+def _no_attributes(key: str) -> None:
+    return None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if type(value) is int else None
+
+
+def _str_or_none(value: object) -> str | None:
+    """Attribute values are written as the schema types them: strings stay, others become text."""
+    if value is None or type(value) is str:
+        return value
+    return str(value)
