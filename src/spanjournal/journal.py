@@ -83,7 +83,9 @@ class Journal:
         #: How many fsync calls this journal made on its file (for tests and benchmarks).
         self.sync_count = 0
         self._write_lock = threading.Lock()
-        self._sync_lock = threading.Lock()
+        self._meta_lock = threading.Lock()
+        self._syncing = False
+        self._waiters: list[_Waiter] = []
         self._fd = self._open()
         _live_journals.add(self)
 
@@ -223,27 +225,66 @@ class Journal:
         self._tail_checked = True
 
     def _sync_through(self, seq: int) -> None:
-        """Return once event number ``seq`` is covered by an fsync.
+        """Return once event number ``seq`` is covered by an fsync (group commit).
 
-        Waiters queue on a plain lock, not a shared ``Condition``: the thread
-        that takes it syncs everything written so far, and each waiter behind
-        it finds itself covered and leaves without a syscall.
+        One thread at a time syncs (the leader). Threads that wrote while it
+        synced wait, each on a lock of its own; when the sync ends, the leader
+        releases every waiter it covered at once (no chain of wake-ups through
+        one shared lock or ``Condition``, which convoys under the GIL) and
+        hands leadership to the first waiter it did not cover.
         """
         if self._synced >= seq:
             return
-        with self._sync_lock:
+        with self._meta_lock:
             if self._synced >= seq:
                 return
+            waiter = None
+            if self._syncing:
+                waiter = _Waiter(seq)
+                self._waiters.append(waiter)
+            else:
+                self._syncing = True
+        if waiter is not None:
+            waiter.lock.acquire()
+            if not waiter.lead:
+                if self._synced < seq:
+                    self._check_usable()
+                return
+        self._lead_syncs()
+
+    def _lead_syncs(self) -> None:
+        target = self._written
+        try:
             if self._failed is not None:
                 self._check_usable()
-            target = self._written
             try:
                 os.fsync(self._fd)
             except OSError as exc:
                 self._fail(exc)
                 raise JournalWriteError(exc.errno, f"cannot sync journal {self.path}: {exc.strerror}") from exc
             self.sync_count += 1
+        except BaseException:
+            with self._meta_lock:
+                waiters, self._waiters = self._waiters, []
+                self._syncing = False
+            for w in waiters:  # they find the journal failed and raise
+                w.lock.release()
+            raise
+        with self._meta_lock:
             self._synced = target
+            covered = [w for w in self._waiters if w.seq <= target]
+            rest = [w for w in self._waiters if w.seq > target]
+            successor = min(rest, key=_seq_of) if rest else None
+            if successor is not None:
+                rest.remove(successor)
+                successor.lead = True
+            else:
+                self._syncing = False
+            self._waiters = rest
+        for w in covered:
+            w.lock.release()
+        if successor is not None:
+            successor.lock.release()
 
     def _fail(self, exc: BaseException) -> None:
         if self._failed is None:
@@ -251,7 +292,25 @@ class Journal:
 
     def _reinit_after_fork(self) -> None:
         self._write_lock = threading.Lock()
-        self._sync_lock = threading.Lock()
+        self._meta_lock = threading.Lock()
+        self._syncing = False
+        self._waiters = []
+
+
+class _Waiter:
+    """A thread waiting for a sync: released by the leader that covers it."""
+
+    __slots__ = ("lead", "lock", "seq")
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.lead = False
+        self.lock = threading.Lock()
+        self.lock.acquire()
+
+
+def _seq_of(waiter: _Waiter) -> int:
+    return waiter.seq
 
 
 def _make_dirs(directory: Path) -> list[Path]:
