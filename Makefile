@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test bench lint venv clean
+.PHONY: test demo bench lint venv clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,9 @@ venv: $(PY)
 
 test: venv
 	$(PY) -m pytest
+
+demo: venv
+	$(PY) examples/demo.py
 
 bench: venv
 	$(PY) benchmarks/run.py
