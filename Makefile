@@ -1,26 +1,30 @@
+# Set-up and everyday commands. `make demo` and `make test` are all a fresh
+# clone needs: each creates .venv and installs the package with its extras.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
 
 .PHONY: test demo bench lint venv clean
 
-$(PY):
-	$(PYTHON) -m venv $(VENV)
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-
-venv: $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
 
-test: venv
+venv: $(STAMP)
+
+test: $(STAMP)
 	$(PY) -m pytest
 
-demo: venv
+demo: $(STAMP)
 	$(PY) examples/demo.py
 
-bench: venv
+bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
-lint: venv
+lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/mypy
 
