@@ -42,6 +42,7 @@ import hashlib
 import logging
 import os
 import re
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -49,6 +50,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from opentelemetry.sdk.resources import Resource
@@ -82,6 +84,7 @@ __all__ = [
     "iso_to_ns",
     "journal_spans",
     "make_exporter",
+    "probe_endpoint",
     "resolve_endpoint",
     "resolve_protocol",
 ]
@@ -661,6 +664,10 @@ def describe_span(span: JournalSpan) -> str:
     )
 
 
+#: The reason given when the exporter says no more than that it gave up.
+NO_ANSWER = "no answer within the timeout"
+
+
 class _ExporterLog(logging.Handler):
     """Keeps what an exporter logged while failing, to say why in one line."""
 
@@ -676,7 +683,7 @@ class _ExporterLog(logging.Handler):
         (re.compile(r"batch code: (\d+), reason: ([^\n]*)"), r"HTTP \1 \2"),
         (re.compile(r"error code: StatusCode\.(\w+)"), r"gRPC status \1"),
         (re.compile(r"DEADLINE_EXCEEDED|timed out", re.I), "timed out"),
-        (re.compile(r"due to timeout, max retries"), "no answer within the timeout"),
+        (re.compile(r"due to timeout, max retries"), NO_ANSWER),
     )
     KEEP = 20
 
@@ -833,3 +840,27 @@ def make_exporter(
 
         exporter = HttpExporter(endpoint=url, timeout=timeout, headers=headers)
     return exporter, chosen, url
+
+
+def probe_endpoint(url: str, timeout: float = 2.0) -> str | None:
+    """Why a TCP connection to ``url``'s host and port fails, in a few words; None if it connects.
+
+    For error messages: the exporters do not always log the cause of a failure.
+    """
+    parsed = urlsplit(url if "://" in url else "http://" + url)
+    host = parsed.hostname or "localhost"
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:
+        return "invalid port in the endpoint"
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except socket.gaierror:
+        return "host name not found"
+    except ConnectionRefusedError:
+        return "connection refused"
+    except TimeoutError:
+        return f"no answer from {host}:{port} within {timeout:g}s"
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()

@@ -171,7 +171,10 @@ def run(args: argparse.Namespace) -> int:
         except export.ExportError as exc:
             progress.close()
             report_read_problems(stats.read, files, err)
-            reason = f": {exc.reason}" if exc.reason else ""
+            cause = exc.reason
+            if cause is None or cause == export.NO_ANSWER:
+                cause = export.probe_endpoint(url) or cause
+            reason = f": {cause}" if cause else ""
             sent = f"{plural(exc.sent, 'span')} sent before the failure" if exc.sent else "nothing sent"
             err.write(f"{args.prog}: error: cannot send spans to {url} ({protocol}){reason} ({sent})\n")
             return EXIT_EXPORT_FAILED
