@@ -6,7 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +63,12 @@ def write_journal(path: Path, lines: Iterable[Line]) -> Path:
     return path
 
 
-def run(script: str, *args: str | Path, cwd: Path | None = None, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    """Run an installed console script (``pending``, ``spanjournal``) as users do."""
+def run(
+    script: str, *args: str | Path, cwd: Path | None = None, prefix: Sequence[str] = (), **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run an installed console script (``pending``, ``spanjournal``) as users do, after ``prefix``."""
     return subprocess.run(
-        [str(BIN / script), *map(str, args)],
+        [*prefix, str(BIN / script), *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -119,8 +119,6 @@ def read_journals(
         ledger = read_ledger(*files, expect=expect, detail=detail, progress=progress, **ledger_options)
     except JournalReadError as exc:
         raise CliError(str(exc)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"--expect {expect}: {_reason(exc)}") from None
     finally:
         progress.close()
     problems = report_read_problems(ledger.stats, files, err, detail=detail)
@@ -133,8 +131,10 @@ def _check_expect_file(expect: str) -> None:
         raise CliError(f"--expect {expect}: no such file")
     if not path.is_file():
         raise CliError(f"--expect {expect}: not a regular file")
-    if not os.access(path, os.R_OK):
-        raise CliError(f"--expect {expect}: permission denied")
+    try:
+        path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"--expect {expect}: {_reason(exc)}") from None
 
 
 def _reason(exc: BaseException) -> str:

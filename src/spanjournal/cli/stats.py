@@ -286,9 +286,10 @@ def _cost(tokens: int, price: float) -> float:
     return tokens / 1000 * price
 
 
-def _natural_key(text: str) -> list[tuple[int, int | str]]:
-    """``batch-2`` before ``batch-10``."""
-    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part]
+def _natural_key(text: str) -> tuple[bool, list[tuple[int, int | str]]]:
+    """``batch-2`` before ``batch-10``; placeholders such as ``(no batch)`` last."""
+    parts = [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part]
+    return text.startswith("("), parts
 
 
 def percentiles(values: Sequence[float]) -> Durations:
@@ -322,7 +323,7 @@ def _seconds(ms: float | None) -> str:
 def _money(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value:,.2f}" if value >= 1 else f"{value:.4g}"
+    return f"{value:,.2f}" if value >= 1 else f"{value:.4f}"
 
 
 def _number(value: float | None) -> str:

@@ -1,0 +1,158 @@
+"""``spanjournal stats``: totals, groups, tokens, cost, durations, failures, missing outputs."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from cli_journals import assert_clean_exit, completed, dispatched, failed, run, write_journal
+from spanjournal.cli import main
+from spanjournal.cli.stats import compute, grouper, percentiles, render_text
+from spanjournal.ledger import read_ledger
+
+
+@pytest.fixture()
+def journal(tmp_path: Path) -> Path:
+    """Two batches. batch-1: 3 done (one after a retry), 1 failed twice. batch-2: 1 done, 1 unfinished.
+
+    Plus a chunk with no batch field, never completed.
+    """
+    (tmp_path / "out").mkdir()
+    for name in ("b1-a", "b1-b", "b2-a"):
+        (tmp_path / "out" / f"{name}.json").write_text("{}")
+    return write_journal(
+        tmp_path / "run.jsonl",
+        [
+            dispatched("batch-1-case-1", batch="batch-1", output_file="out/b1-a.json"),
+            completed("batch-1-case-1", tokens_used=100, duration_ms=1000.0, output_file="out/b1-a.json"),
+            dispatched("batch-1-case-2", batch="batch-1", output_file="out/b1-b.json"),
+            failed("batch-1-case-2", tokens_used=20, duration_ms=50.0),
+            dispatched("batch-1-case-2", 2, batch="batch-1", output_file="out/b1-b.json"),
+            completed("batch-1-case-2", attempt=2, input_tokens=150, output_tokens=50, duration_ms=3000.0),
+            dispatched("batch-1-case-3", batch="batch-1", output_file="out/b1-gone.json"),
+            completed("batch-1-case-3", tokens_used=300, duration_ms=2000.0),
+            dispatched("batch-1-case-4", batch="batch-1"),
+            failed("batch-1-case-4", error_type="TimeoutError", duration_ms=60000.0),
+            dispatched("batch-1-case-4", 2, batch="batch-1"),
+            failed("batch-1-case-4", 2, tokens_used=30, duration_ms=70.0),
+            dispatched("batch-2-case-1", batch="batch-2", output_file="out/b2-a.json"),
+            completed("batch-2-case-1", tokens_used=400, duration_ms=4000.0),
+            dispatched("batch-2-case-2", batch="batch-2"),
+            dispatched("loose"),
+        ],
+    )
+
+
+def test_totals_groups_tokens_cost_durations_failures_missing(journal: Path) -> None:
+    result = compute(read_ledger(journal), grouper("batch"), price=2.0, root=journal.parent)
+    t = result.totals
+    assert (t.chunks, t.dispatched, t.attempts, t.retried) == (7, 7, 9, 2)
+    assert (t.done, t.failed, t.unfinished, t.running, t.never_dispatched) == (4, 1, 2, 0, 0)
+    assert t.success_rate == pytest.approx(4 / 7)
+
+    groups = {g.group: g for g in result.groups}
+    assert [g.group for g in result.groups] == ["batch-1", "batch-2", "(no batch)"]
+    b1, b2, loose = groups["batch-1"], groups["batch-2"], groups["(no batch)"]
+    assert (b1.chunks, b1.done, b1.failed, b1.unfinished, b1.tokens) == (4, 3, 1, 0, 650)
+    assert (b2.chunks, b2.done, b2.unfinished, b2.tokens) == (2, 1, 1, 400)
+    assert (loose.chunks, loose.unfinished, loose.success_rate) == (1, 1, 0.0)
+    assert b1.success_rate == 0.75
+    assert b1.cost == pytest.approx(1.3)
+
+    assert result.tokens.total == 1050
+    assert result.tokens.per_done_chunk == 1050 / 4
+    assert result.cost is not None
+    assert result.cost.total == pytest.approx(2.1)
+    assert result.cost.per_done_chunk == pytest.approx(2.1 / 4)
+
+    d = result.duration_ms
+    assert (d.count, d.p50, d.p95, d.max) == (7, 2000.0, 60000.0, 60000.0)
+    assert result.failures_by_error_type == {"QuotaError": 2, "TimeoutError": 1}
+    assert [(m.chunk_id, m.output_file) for m in result.missing_outputs] == [("batch-1-case-3", "out/b1-gone.json")]
+
+
+def test_percentiles_nearest_rank() -> None:
+    d = percentiles([float(v) for v in range(100, 0, -1)])
+    assert (d.count, d.p50, d.p95, d.max) == (100, 50.0, 95.0, 100.0)
+    assert percentiles([]).p50 is None
+    assert percentiles([7.0]).p95 == 7.0
+
+
+def test_group_by_regex(journal: Path) -> None:
+    ledger = read_ledger(journal)
+    by_case = compute(ledger, grouper(r"case-(\d+)$"))
+    assert {g.group: g.chunks for g in by_case.groups} == {"1": 2, "2": 2, "3": 1, "4": 1, "(no match)": 1}
+    whole = compute(ledger, grouper(r"^batch-\d"))
+    assert [(g.group, g.done) for g in whole.groups] == [("batch-1", 3), ("batch-2", 1), ("(no match)", 0)]
+
+
+def test_json_output_in_a_subprocess(journal: Path) -> None:
+    result = run("spanjournal", "stats", journal, "--json", "--group-by", r"^(batch-\d+)", "--price-per-1k-tokens", "1")
+    assert_clean_exit(result, 0)
+    data = json.loads(result.stdout)
+    assert data["totals"]["done"] == 4
+    assert data["group_by"] == r"^(batch-\d+)"
+    assert [(g["group"], g["tokens"], g["cost"]) for g in data["groups"]] == [
+        ("batch-1", 650, 0.65),
+        ("batch-2", 400, 0.4),
+        ("(no match)", 0, 0.0),
+    ]
+    assert data["cost"] == {"price_per_1k_tokens": 1.0, "total": 1.05, "per_done_chunk": 1.05 / 4}
+    assert data["duration_ms"] == {"count": 7, "p50": 2000.0, "p95": 60000.0, "max": 60000.0}
+    assert data["missing_outputs"] == [{"chunk_id": "batch-1-case-3", "output_file": "out/b1-gone.json"}]
+    assert data["journals"] == {"files": [str(journal)], "events": 16, "torn_lines": 0, "bad_lines": 0}
+    assert result.stderr == ""
+
+
+def test_plain_tables_in_a_pipe(journal: Path) -> None:
+    result = run("spanjournal", "stats", journal, "--price-per-1k-tokens", "2")
+    assert_clean_exit(result, 0)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Run (1 journal, 16 events)"
+    assert "\x1b" not in result.stdout and "┃" not in result.stdout
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith("batch-")}
+    assert rows["batch-1"] == ["batch-1", "4", "3", "1", "0", "75.0%", "650", "1.30"]
+    assert rows["batch-2"] == ["batch-2", "2", "1", "0", "1", "50.0%", "400", "0.8000"]
+    text = result.stdout
+    assert "success rate" in text and "57.1%" in text
+    assert "duration p50 / p95 / max (7 attempts)" in text and "2.00 s / 60.00 s / 60.00 s" in text
+    assert "QuotaError" in text and "TimeoutError" in text
+    assert "Done chunks whose output file is missing (1)" in text and "out/b1-gone.json" in text
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_rich_table_on_a_terminal(journal: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    term = FakeTerminal()
+    monkeypatch.setattr("sys.stdout", term)
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setenv("COLUMNS", "120")
+    assert main(["stats", str(journal), "--group-by", r"^(batch-\d+)"]) == 0
+    out = term.getvalue()
+    assert "┃" in out or "│" in out
+    assert "By ^(batch-\\d+)" in out  # a regex is shown as written, not taken as rich markup
+    row = next(line for line in out.splitlines() if "batch-1 " in line)
+    assert [c.strip() for c in row.strip("│ ").split("│")] == ["batch-1", "4", "3", "1", "0", "75.0%", "650"]
+
+
+def test_text_rendering_of_an_empty_run(tmp_path: Path) -> None:
+    empty = write_journal(tmp_path / "empty.jsonl", [])
+    text = render_text(compute(read_ledger(empty), grouper("batch")))
+    assert text.startswith("Run (1 journal, 0 events)\n")
+    assert "success rate" in text and "duration p50 / p95 / max (0 attempts)  - / - / -" in text
+
+
+def test_bad_options_are_usage_errors(journal: Path) -> None:
+    result = run("spanjournal", "stats", journal, "--group-by", "batch-(")
+    assert_clean_exit(result, 2)
+    assert result.stderr.startswith("spanjournal stats: error: --group-by batch-(: not a field (batch, agent)")
+    assert result.stderr.count("\n") == 1
+    result = run("spanjournal", "stats", journal, "--price-per-1k-tokens", "-1")
+    assert_clean_exit(result, 2)
+    assert "must be a non-negative number" in result.stderr
