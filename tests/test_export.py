@@ -543,9 +543,7 @@ def test_make_exporter_builds_the_protocol_asked_for(monkeypatch: pytest.MonkeyP
 # -- the command -----------------------------------------------------------------------
 
 
-def test_dry_run_prints_each_span_and_sends_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_dry_run_prints_each_span_and_sends_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     j = write(
         tmp_path / "run.jsonl",
         dispatched("a", 0, 1),
@@ -615,9 +613,7 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_unreachable_backend_is_one_clear_line_and_exit_1_in_bounded_time(
-    tmp_path: Path, protocol: str
-) -> None:
+def test_unreachable_backend_is_one_clear_line_and_exit_1_in_bounded_time(tmp_path: Path, protocol: str) -> None:
     j = write(tmp_path / "run.jsonl", dispatched("a", 0, 1), completed("a", 1, 1))
     endpoint = f"http://127.0.0.1:{closed_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}

@@ -675,9 +675,7 @@ class _ExporterLog(logging.Handler):
     CAUSES: tuple[tuple[re.Pattern[str], str], ...] = (
         (re.compile(r"connection refused", re.I), "connection refused"),
         (
-            re.compile(
-                r"name or service not known|nodename nor servname|name resolution|domain name not found", re.I
-            ),
+            re.compile(r"name or service not known|nodename nor servname|name resolution|domain name not found", re.I),
             "host name not found",
         ),
         (re.compile(r"batch code: (\d+), reason: ([^\n]*)"), r"HTTP \1 \2"),
@@ -788,9 +786,7 @@ def resolve_protocol(protocol: str | None = None, environ: Mapping[str, str] = o
     raise ValueError(f"unsupported OTLP protocol {value!r} (use grpc or http/protobuf)")
 
 
-def resolve_endpoint(
-    endpoint: str | None, protocol: Protocol, environ: Mapping[str, str] = os.environ
-) -> str:
+def resolve_endpoint(endpoint: str | None, protocol: Protocol, environ: Mapping[str, str] = os.environ) -> str:
     """The URL spans are sent to.
 
     ``endpoint`` (a base URL like ``OTEL_EXPORTER_OTLP_ENDPOINT``: over HTTP

@@ -147,9 +147,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         try:
             out = sys.stdout
-            for span in export.journal_spans(
-                files, service_name=service, only=only, stats=stats, progress=progress
-            ):
+            for span in export.journal_spans(files, service_name=service, only=only, stats=stats, progress=progress):
                 out.write(export.describe_span(span) + "\n")
         finally:
             progress.close()
