@@ -41,13 +41,14 @@ examples:
   pending runs/host-*.jsonl --expect cases.txt --exit-code || echo "work left"
 """
 
-#: The states ``--state`` accepts, in the order the summary lists them.
+#: The states ``--state`` accepts (every state but done), in the order the summary lists them.
 STATE_ORDER = (
     ChunkState.UNFINISHED,
     ChunkState.FAILED,
     ChunkState.NEVER_DISPATCHED,
     ChunkState.RUNNING,
 )
+NOT_DONE_STATES = frozenset(STATE_ORDER)
 
 
 def register(subparsers: Subparsers) -> None:
@@ -121,17 +122,20 @@ def run(args: argparse.Namespace) -> int:
 def select(ledger: Ledger, wanted: Iterable[ChunkState]) -> tuple[list[str], dict[ChunkState, int]]:
     """The chunk ids in ``wanted`` states, in ledger order, and how many chunks are in each state.
 
-    One pass over the chunks: a chunk's state is worked out once.
+    Only chunks not done are looked at one by one (``Ledger.pending``); done
+    ones are counted as the rest.
     """
     wanted = frozenset(wanted)
     counts = dict.fromkeys(ChunkState, 0)
     ids = []
     state = ledger.state
-    for cid in ledger.chunk_ids():
+    not_done = ledger.pending(NOT_DONE_STATES)
+    for cid in not_done:
         s = state(cid)
         counts[s] += 1
         if s in wanted:
             ids.append(cid)
+    counts[ChunkState.DONE] = len(ledger) - len(not_done)
     return ids, counts
 
 
