@@ -39,8 +39,7 @@ from spanjournal.export import (
     iso_to_ns,
     journal_spans,
     make_exporter,
-    resolve_endpoint,
-    resolve_protocol,
+    resolve_target,
 )
 
 SESSION = "sess-1"
@@ -497,29 +496,44 @@ def test_export_journal_stops_at_the_first_refused_batch(tmp_path: Path) -> None
 # -- exporter set-up -------------------------------------------------------------------
 
 
-def test_protocol_from_option_then_traces_env_then_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert resolve_protocol() == "http/protobuf"
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    assert resolve_protocol() == "grpc"
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
-    assert resolve_protocol() == "http/protobuf"
-    assert resolve_protocol("grpc") == "grpc"
+ENDPOINT, TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+PROTOCOL, TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+HTTP = "http/protobuf"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "protocol", "env", "expected"),
+    [
+        (None, None, {}, ("grpc", "http://localhost:4317")),
+        (None, HTTP, {}, (HTTP, "http://localhost:4318/v1/traces")),
+        ("collector:4318", None, {}, (HTTP, "http://collector:4318/v1/traces")),
+        ("http://c:4318/v1/traces", None, {}, (HTTP, "http://c:4318/v1/traces")),
+        ("http://c:4317", None, {}, ("grpc", "http://c:4317")),
+        ("http://c:9999", HTTP, {}, (HTTP, "http://c:9999/v1/traces")),
+        (None, None, {ENDPOINT: "https://o.example:4318/"}, (HTTP, "https://o.example:4318/v1/traces")),
+        (None, None, {ENDPOINT: "https://o.example:4317"}, ("grpc", "https://o.example:4317")),
+        (None, None, {ENDPOINT: "https://o.example", PROTOCOL: HTTP}, (HTTP, "https://o.example/v1/traces")),
+        (None, None, {TRACES_ENDPOINT: "https://t:4318/x", ENDPOINT: "http://no:4317"}, (HTTP, "https://t:4318/x")),
+        (None, None, {PROTOCOL: "grpc", TRACES_PROTOCOL: HTTP}, (HTTP, "http://localhost:4318/v1/traces")),
+        ("http://flag:4317", "grpc", {ENDPOINT: "http://env:4318", PROTOCOL: HTTP}, ("grpc", "http://flag:4317")),
+    ],
+)
+def test_target_from_options_then_environment(
+    monkeypatch: pytest.MonkeyPatch,
+    endpoint: str | None,
+    protocol: str | None,
+    env: dict[str, str],
+    expected: tuple[str, str],
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert resolve_target(endpoint, protocol) == expected
+
+
+def test_unsupported_protocol_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")
-    with pytest.raises(ValueError, match="unsupported OTLP protocol 'http/json'"):
-        resolve_protocol()
-
-
-def test_endpoint_from_option_then_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert resolve_endpoint(None, "grpc") == "http://localhost:4317"
-    assert resolve_endpoint(None, "http/protobuf") == "http://localhost:4318/v1/traces"
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otlp.example.com:4318/")
-    assert resolve_endpoint(None, "http/protobuf") == "https://otlp.example.com:4318/v1/traces"
-    assert resolve_endpoint(None, "grpc") == "https://otlp.example.com:4318/"
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://traces.example.com/custom")
-    assert resolve_endpoint(None, "http/protobuf") == "https://traces.example.com/custom"
-    assert resolve_endpoint("collector:4318", "http/protobuf") == "http://collector:4318/v1/traces"
-    assert resolve_endpoint("http://c:4318/v1/traces", "http/protobuf") == "http://c:4318/v1/traces"
-    assert resolve_endpoint("http://c:4317", "grpc") == "http://c:4317"
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL='http/json'"):
+        resolve_target()
 
 
 def test_make_exporter_builds_the_protocol_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -603,7 +617,9 @@ def test_unsupported_protocol_from_env_is_a_usage_error(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
     j = write(tmp_path / "run.jsonl", dispatched("a", 0, 1))
     assert main(["export", str(j)]) == 2
-    assert "unsupported OTLP protocol 'http/json'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("spanjournal export: error: OTEL_EXPORTER_OTLP_PROTOCOL='http/json'")
+    assert len(err.splitlines()) == 1
 
 
 def closed_port() -> int:

@@ -69,7 +69,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
-    "DEFAULT_PROTOCOL",
     "DEFAULT_SERVICE_NAME",
     "ONLY_CHOICES",
     "PROTOCOLS",
@@ -85,8 +84,7 @@ __all__ = [
     "journal_spans",
     "make_exporter",
     "probe_endpoint",
-    "resolve_endpoint",
-    "resolve_protocol",
+    "resolve_target",
 ]
 
 #: ``service.name`` when neither the journal nor the caller names one.
@@ -98,16 +96,9 @@ UNFINISHED_DESCRIPTION = "no completion recorded"
 
 Protocol = Literal["grpc", "http/protobuf"]
 PROTOCOLS: tuple[Protocol, ...] = ("grpc", "http/protobuf")
-#: The OpenTelemetry specification's default OTLP protocol.
-DEFAULT_PROTOCOL: Protocol = "http/protobuf"
+#: Where spans go when neither an option nor the environment names an endpoint.
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
-DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
-HTTP_TRACES_PATH = "/v1/traces"
-
-OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
-OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
-OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
-OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+DEFAULT_HTTP_ENDPOINT = "http://localhost:4318/v1/traces"
 
 #: What ``only`` may select: every attempt, those never completed, those that failed.
 ONLY_CHOICES = ("all", "unfinished", "failed")
@@ -766,48 +757,30 @@ def _send(exporter: SpanExporter, batch: list[ReadableSpan], stats: ExportStats,
     stats.batches += 1
 
 
-def resolve_protocol(protocol: str | None = None, environ: Mapping[str, str] = os.environ) -> Protocol:
-    """The OTLP protocol: ``protocol``, else ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``,
-    else ``OTEL_EXPORTER_OTLP_PROTOCOL``, else :data:`DEFAULT_PROTOCOL`.
+def resolve_target(
+    endpoint: str | None = None, protocol: str | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[Protocol, str]:
+    """The OTLP protocol and URL spans go to, decided as :func:`spanjournal.configure` decides.
 
-    Raises ``ValueError`` for anything but ``grpc`` and ``http/protobuf``.
+    ``endpoint`` is a base URL like ``OTEL_EXPORTER_OTLP_ENDPOINT`` (over HTTP
+    ``/v1/traces`` is added unless it is there; a missing scheme is
+    ``http://``), else ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (as is), else
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``, else localhost. ``protocol``, else
+    ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``, else ``OTEL_EXPORTER_OTLP_PROTOCOL``,
+    else ``http/protobuf`` if the port is 4318 and ``grpc`` otherwise.
+    Raises ``ValueError`` for a protocol other than those two.
+
+    >>> resolve_target("collector:4318", environ={})
+    ('http/protobuf', 'http://collector:4318/v1/traces')
     """
-    value = (
-        protocol
-        or environ.get(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL)
-        or environ.get(OTEL_EXPORTER_OTLP_PROTOCOL)
-        or DEFAULT_PROTOCOL
-    )
-    value = value.strip().lower()
-    if value == "grpc":
-        return "grpc"
-    if value == "http/protobuf":
-        return "http/protobuf"
-    raise ValueError(f"unsupported OTLP protocol {value!r} (use grpc or http/protobuf)")
+    from spanjournal.config import resolve_exporters
 
-
-def resolve_endpoint(endpoint: str | None, protocol: Protocol, environ: Mapping[str, str] = os.environ) -> str:
-    """The URL spans are sent to.
-
-    ``endpoint`` (a base URL like ``OTEL_EXPORTER_OTLP_ENDPOINT``: over HTTP
-    ``/v1/traces`` is added unless it is already there), else
-    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (used as is), else
-    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (a base URL), else ``localhost`` on the
-    protocol's default port. A URL without a scheme gets ``http://``.
-    """
-    if endpoint:
-        base, signal_url = endpoint.strip(), False
-    elif environ.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT):
-        base, signal_url = environ[OTEL_EXPORTER_OTLP_TRACES_ENDPOINT].strip(), True
-    elif environ.get(OTEL_EXPORTER_OTLP_ENDPOINT):
-        base, signal_url = environ[OTEL_EXPORTER_OTLP_ENDPOINT].strip(), False
-    else:
-        base, signal_url = (DEFAULT_GRPC_ENDPOINT if protocol == "grpc" else DEFAULT_HTTP_ENDPOINT), False
-    if "://" not in base:
-        base = "http://" + base
-    if protocol == "http/protobuf" and not signal_url and not base.rstrip("/").endswith(HTTP_TRACES_PATH):
-        base = base.rstrip("/") + HTTP_TRACES_PATH
-    return base
+    if endpoint and "://" not in endpoint:
+        endpoint = "http://" + endpoint.strip()
+    (choice,) = resolve_exporters("otlp", endpoint=endpoint, protocol=protocol, environ=environ)
+    chosen: Protocol = "grpc" if choice.protocol == "grpc" else "http/protobuf"
+    url = choice.endpoint or (DEFAULT_GRPC_ENDPOINT if chosen == "grpc" else DEFAULT_HTTP_ENDPOINT)
+    return chosen, url
 
 
 def make_exporter(
@@ -824,8 +797,7 @@ def make_exporter(
     compression also come from the ``OTEL_EXPORTER_OTLP_*`` variables the
     exporters read themselves. Raises ``ValueError`` for an unsupported protocol.
     """
-    chosen = resolve_protocol(protocol)
-    url = resolve_endpoint(endpoint, chosen)
+    chosen, url = resolve_target(endpoint, protocol)
     exporter: SpanExporter
     if chosen == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter

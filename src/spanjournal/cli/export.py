@@ -41,7 +41,8 @@ spans already reached the backend live, send only what is missing there:
 
 Endpoint, protocol, headers and timeout also come from the standard
 OTEL_EXPORTER_OTLP_* and OTEL_EXPORTER_OTLP_TRACES_* variables; options win.
-The default is http/protobuf to localhost:4318 (grpc: localhost:4317).
+The protocol and endpoint are chosen as spanjournal.configure() chooses them:
+grpc, or http/protobuf when the port is 4318; localhost when none is set.
 
 stdout: with --dry-run, one line per span that would be sent.
 stderr: a one-line summary, and warnings for lines that were skipped.
@@ -136,10 +137,9 @@ def run(args: argparse.Namespace) -> int:
     except JournalReadError as exc:
         raise CliError(str(exc)) from None
     try:
-        protocol = export.resolve_protocol(args.protocol)
+        protocol, url = export.resolve_target(args.endpoint, args.protocol)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    url = export.resolve_endpoint(args.endpoint, protocol)
     service = args.service_name or os.environ.get("OTEL_SERVICE_NAME") or None
     only = args.only or ["all"]
     stats = export.ExportStats()
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     with _quiet_exporter_logs():
-        exporter, protocol, url = export.make_exporter(args.endpoint, protocol, timeout=args.timeout)
+        exporter, protocol, url = export.make_exporter(args.endpoint, args.protocol, timeout=args.timeout)
         try:
             export.export_journal(
                 files,
