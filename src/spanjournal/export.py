@@ -13,9 +13,10 @@ turns each attempt (a dispatch and its completion, if any) back into a span:
   ``"no completion recorded"``, and ends at the last time the journal knows of
   for its process (host, pid, start time): the latest event that process
   wrote (a reconciled completion is written by another process and does not
-  count); ``spanjournal.end_time_source`` says so. It carries ``spanjournal.unfinished=true`` when its chunk still
-  needs a retry (no attempt of it succeeded), or ``spanjournal.superseded=true``
-  when another attempt of the chunk succeeded;
+  count); ``spanjournal.end_time_source`` says so. It carries
+  ``spanjournal.unfinished=true`` when its chunk still needs a retry (no
+  attempt of it succeeded), or ``spanjournal.superseded=true`` when another
+  attempt of the chunk succeeded;
 - an attempt whose process is provably still alive (``running``) ends at the
   export time, with status UNSET and ``spanjournal.running=true``.
 
@@ -30,9 +31,11 @@ the end. Deciding whether an unfinished chunk was later done takes a second,
 fast read (state fields only) of the same files, and only when there are
 unfinished attempts.
 
->>> from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter  # doctest: +SKIP
->>> export_journal(["runs/bench.jsonl"], OTLPSpanExporter("http://localhost:4317"))    # doctest: +SKIP
-ExportStats(spans=1204, sent=1204, ...)
+>>> exporter, protocol, url = make_exporter("http://localhost:4317")   # doctest: +SKIP
+>>> export_journal(["runs/bench.jsonl"], exporter).summary()          # doctest: +SKIP
+'1204 spans (1180 done, 12 failed, 3 reconciled, 9 unfinished)'
+>>> for span in journal_spans(["runs/bench.jsonl"], only="unfinished"):  # doctest: +SKIP
+...     print(describe_span(span))
 """
 
 from __future__ import annotations
@@ -441,8 +444,8 @@ class _Pairer:
         if entry is None:
             key = self.latest.get(c.chunk_id)
             candidate = self.open.get(key) if key is not None else None
-            if candidate is not None and (not c.span_id or not candidate.dispatch.span_id):
-                entry = self.open.pop(key)  # type: ignore[arg-type]
+            if key is not None and candidate is not None and (not c.span_id or not candidate.dispatch.span_id):
+                entry = self.open.pop(key)
             elif c.span_id:
                 self.early[c.span_id] = c
                 return None
