@@ -5,18 +5,21 @@ tests/test_export_otlp.py sends to a real one."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -620,6 +623,48 @@ def test_unsupported_protocol_from_env_is_a_usage_error(
     err = capsys.readouterr().err
     assert err.startswith("spanjournal export: error: OTEL_EXPORTER_OTLP_PROTOCOL='http/json'")
     assert len(err.splitlines()) == 1
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    """Accepts OTLP/HTTP posts and keeps their path, headers and span count."""
+
+    received: ClassVar[list[tuple[str, dict[str, str], int]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        request = ExportTraceServiceRequest.FromString(body)
+        count = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        self.received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, count))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_endpoint_protocol_and_headers_come_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    j = many_pairs(tmp_path / "run.jsonl", 3)
+    _Receiver.received = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0ken,x-tenant=team-a")
+        assert main(["export", str(j), "--batch-size", "2"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert [(path, count) for path, _, count in _Receiver.received] == [("/v1/traces", 2), ("/v1/traces", 1)]
+    headers = _Receiver.received[0][1]
+    assert (headers["authorization"], headers["x-tenant"]) == ("Bearer t0ken", "team-a")
+    assert capsys.readouterr().err.startswith("sent 3 spans (3 done) to http://127.0.0.1:")
 
 
 def closed_port() -> int:
