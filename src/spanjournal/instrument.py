@@ -34,7 +34,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, ParamSpec, TypeAlias, TypeVar, cast, overload
 
@@ -61,7 +61,12 @@ Arg: TypeAlias = "T | Callable[..., T | None]"
 
 _ERROR = StatusCode.ERROR
 _CLIENT = SpanKind.CLIENT
+_INPUT_TOKENS = semconv.GEN_AI_INPUT_TOKENS
+_OUTPUT_TOKENS = semconv.GEN_AI_OUTPUT_TOKENS
 _time_ns = time.time_ns
+_attach = context_api.attach
+_detach = context_api.detach
+_set_span_in_context = trace.set_span_in_context
 
 
 class _Runtime:
@@ -124,11 +129,13 @@ class DispatchHandle:
         "_context_token",
         "_current_token",
         "_ended",
+        "_error",
         "_outcome",
         "_parent_span_id",
         "_runtime",
         "_self_journal",
         "_start_ns",
+        "_success",
         "chunk_id",
         "journal_error",
         "journaled",
@@ -144,13 +151,12 @@ class DispatchHandle:
         #: Why it was not, if writing it failed.
         self.journal_error: BaseException | None = None
         self._runtime = runtime
+        #: Span attributes recorded for the end (the journal reads the completion from them).
         self._outcome: dict[str, Any] | None = None
+        self._success = True
+        self._error: str | None = None
         self._self_journal = False
         self._ended = False
-        self._start_ns = 0
-        self._parent_span_id: int | None = None
-        self._context_token: object = None
-        self._current_token: Token[DispatchHandle | None] | None = None
 
     @property
     def trace_id(self) -> str:
@@ -179,8 +185,9 @@ class DispatchHandle:
         ``error`` without ``success`` means ``success=False``. An exception
         escaping the dispatch overrides ``success`` and ``error``.
         ``input_tokens``/``output_tokens`` become ``gen_ai.usage.*`` span
-        attributes, ``error_type`` becomes ``error.type``; ``attributes``
-        are set on the span as given.
+        attributes, ``tokens_used`` ``spanjournal.tokens_used``,
+        ``error_type`` ``error.type`` (on failures); ``attributes`` are set on
+        the span as given.
         """
         if self._ended:
             logger.warning("spanjournal: record() on dispatch %r after it ended is ignored", self.chunk_id)
@@ -188,22 +195,24 @@ class DispatchHandle:
         out = self._outcome
         if out is None:
             out = self._outcome = {}
+        if attributes:
+            out.update(attributes)
         if error is not None:
-            out["error"] = str(error)
+            self._error = str(error)
             if success is None:
                 success = False
         if success is not None:
-            out["success"] = bool(success)
+            self._success = bool(success)
         if error_type is not None:
-            out["error_type"] = str(error_type)
+            out[semconv.ERROR_TYPE] = str(error_type)
         if output_file is not None:
-            out["output_file"] = os.fspath(output_file)
-        tokens = (("tokens_used", tokens_used), ("input_tokens", input_tokens), ("output_tokens", output_tokens))
-        for key, value in tokens:
-            if value is not None:
-                out[key] = _check_int(key, value)
-        if attributes:
-            out.setdefault("attributes", {}).update(attributes)
+            out[semconv.OUTPUT_FILE] = os.fspath(output_file)
+        if tokens_used is not None:
+            out[semconv.TOKENS_USED] = _check_int("tokens_used", tokens_used)
+        if input_tokens is not None:
+            out[_INPUT_TOKENS] = _check_int("input_tokens", input_tokens)
+        if output_tokens is not None:
+            out[_OUTPUT_TOKENS] = _check_int("output_tokens", output_tokens)
 
     def __repr__(self) -> str:
         return f"<DispatchHandle {self.chunk_id!r} span_id={self.span_id}>"
@@ -211,19 +220,19 @@ class DispatchHandle:
     # -- lifecycle (used by the decorator and DispatchSpan) ------------------------
 
     def _start(self, name: str, attributes: dict[str, AttributeValue], strict: bool) -> None:
-        runtime = self._runtime
         state = _thread_state
         state.ticket = self
         try:
-            span = runtime.tracer.start_span(name, kind=_CLIENT, attributes=attributes)
+            span = self._runtime.tracer.start_span(name, kind=_CLIENT, attributes=attributes)
         finally:
             state.ticket = None
         self.span = span
-        if not self.journaled and self.journal_error is None:
-            self._journal_start_myself(span, attributes)
-        if self.journal_error is not None:
-            self._refuse(strict)
-        self._context_token = context_api.attach(trace.set_span_in_context(span))
+        if not self.journaled:
+            if self.journal_error is None:
+                self._journal_start_myself(span, attributes)
+            if self.journal_error is not None:
+                self._refuse(strict)
+        self._context_token = _attach(_set_span_in_context(span))
         self._current_token = _current.set(self)
 
     def _journal_start_myself(self, span: trace.Span, attributes: dict[str, AttributeValue]) -> None:
@@ -276,54 +285,49 @@ class DispatchHandle:
 
     def _finish(self, exc: BaseException | None) -> None:
         try:
-            if self._current_token is not None:
-                _current.reset(self._current_token)
-        except ValueError:
+            _current.reset(self._current_token)
+        except ValueError:  # exited in another context than entered (a misused dispatch_span)
             _current.set(None)
-        context_api.detach(self._context_token)  # type: ignore[arg-type]
+        _detach(self._context_token)
         span = self.span
         out = self._outcome
-        success = True
-        error: str | None = None
-        error_type: str | None = None
-        if out is not None:
-            success = out.get("success", True)
-            error = out.get("error")
-            error_type = out.get("error_type")
+        success = self._success
+        error = self._error
         if exc is not None:
             success = False
             error = str(exc) or type(exc).__name__
-            error_type = type(exc).__name__
-        if error is not None:
+            if out is None:
+                out = self._outcome = {}
+            out[semconv.ERROR_TYPE] = type(exc).__name__
+        elif success and out is not None and semconv.ERROR_TYPE in out:
+            del out[semconv.ERROR_TYPE]  # error.type describes failures only
+        if error is not None and len(error) > MAX_ERROR_CHARS:
             error = bound_error(error, MAX_ERROR_CHARS)
-        recording = span.is_recording()
-        if recording:
-            attrs = _outcome_attributes(out, error_type if not success else None)
-            if attrs:
-                span.set_attributes(attrs)
-            if exc is not None:
-                span.record_exception(exc, escaped=True)
+        if span.is_recording():
+            if out:
+                span.set_attributes(out)
             if not success:
+                if exc is not None:
+                    span.record_exception(exc, escaped=True)
                 span.set_status(Status(_ERROR, error))
         self._ended = True
         span.end()
         if self._self_journal and self.journaled:
-            self._journal_end_myself(success, error, error_type)
+            self._journal_end_myself(success, error)
 
-    def _journal_end_myself(self, success: bool, error: str | None, error_type: str | None) -> None:
+    def _journal_end_myself(self, success: bool, error: str | None) -> None:
         processor = self._runtime.processor
         if processor is None:
             return
         end = getattr(self.span, "end_time", None)
-        end_ns = end if isinstance(end, int) else _time_ns()
-        attrs: dict[str, Any] = _outcome_attributes(self._outcome, error_type if not success else None)
+        attrs: dict[str, Any] = dict(self._outcome or {})
         if self._runtime.session_id:
             attrs[semconv.SESSION_ID] = self._runtime.session_id
         context = self.span.get_span_context()
         line = processor.completed_line(
             chunk_id=self.chunk_id,
             start_ns=self._start_ns,
-            end_ns=end_ns,
+            end_ns=end if isinstance(end, int) else _time_ns(),
             trace_id=context.trace_id,
             span_id=context.span_id,
             attributes=attrs,
@@ -368,29 +372,6 @@ def _warn_not_configured() -> None:
     if not _not_configured_warned:
         _not_configured_warned = True
         logger.warning("spanjournal: dispatches run unjournaled: %s", _not_configured())
-
-
-def _outcome_attributes(out: dict[str, Any] | None, error_type: str | None) -> dict[str, Any]:
-    attrs: dict[str, Any] = {}
-    if out:
-        extra = out.get("attributes")
-        if extra:
-            attrs.update(extra)
-        for key, name in _OUTCOME_KEYS:
-            value = out.get(key)
-            if value is not None:
-                attrs[name] = value
-    if error_type is not None:
-        attrs[semconv.ERROR_TYPE] = error_type
-    return attrs
-
-
-_OUTCOME_KEYS = (
-    ("output_file", semconv.OUTPUT_FILE),
-    ("tokens_used", semconv.TOKENS_USED),
-    ("input_tokens", semconv.GEN_AI_INPUT_TOKENS),
-    ("output_tokens", semconv.GEN_AI_OUTPUT_TOKENS),
-)
 
 
 # -- argument checks -----------------------------------------------------------------

@@ -38,6 +38,8 @@ from datetime import datetime, timezone, tzinfo
 from typing import Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -45,7 +47,7 @@ from opentelemetry.trace import StatusCode
 
 from spanjournal import semconv
 from spanjournal._process import self_identity
-from spanjournal._schema import Completed, Dispatched, encode
+from spanjournal._schema import COMPLETED, DISPATCHED, SCHEMA_VERSION
 from spanjournal.journal import Durability, Journal
 
 __all__ = [
@@ -127,40 +129,53 @@ def resolve_tz(tz: str | tzinfo | None) -> tzinfo | None:
 class TimestampFormatter:
     """Formats span times (nanoseconds since the epoch) as ISO 8601 with microseconds and offset.
 
-    ``datetime.isoformat`` per event is slow; this caches the formatted second
-    and its offset and only adds the microseconds, so a burst of events in
-    the same second costs one division and one f-string each. Microseconds
-    are truncated, not rounded. Thread safe (a race only recomputes a second).
+    ``datetime.isoformat`` per event is slow; this keeps the formatted date,
+    time and offset of recent seconds and only adds the microseconds: an
+    event in the same second as the one before costs two comparisons and a
+    few string joins. Microseconds are truncated, not rounded. Thread safe
+    (a race only formats a second twice).
 
     >>> fmt = TimestampFormatter("Asia/Kuala_Lumpur")
     >>> fmt(1_779_859_321_123_456_789)
     '2026-05-27T13:22:01.123456+08:00'
     """
 
-    __slots__ = ("_cache", "tz")
+    __slots__ = ("_cache", "_last", "tz")
 
     _CACHE_SIZE = 256
 
     def __init__(self, tz: str | tzinfo | None = None) -> None:
         self.tz = resolve_tz(tz)
-        self._cache: dict[int, tuple[str, str]] = {}
+        self._cache: dict[int, tuple[int, str, str]] = {}
+        #: (first ns of the second, "YYYY-MM-DDTHH:MM:SS.", offset) of the latest second formatted.
+        self._last: tuple[int, str, str] = (-(10**9), "", "")
 
     def __call__(self, ns: int) -> str:
-        sec, rem = divmod(ns, 1_000_000_000)
+        return self.format(ns)
+
+    def format(self, ns: int) -> str:
+        """The ISO 8601 text of ``ns`` nanoseconds since the epoch."""
+        last = self._last
+        micros = (ns - last[0]) // 1000
+        if not 0 <= micros < 1_000_000:
+            last = self._second(ns // 1_000_000_000)
+            micros = (ns - last[0]) // 1000
+        return last[1] + _DIGITS3[micros // 1000] + _DIGITS3[micros % 1000] + last[2]
+
+    def _second(self, sec: int) -> tuple[int, str, str]:
         parts = self._cache.get(sec)
         if parts is None:
-            parts = self._second(sec)
-        return f"{parts[0]}.{rem // 1000:06d}{parts[1]}"
-
-    def _second(self, sec: int) -> tuple[str, str]:
-        utc = datetime.fromtimestamp(sec, timezone.utc)
-        text = (utc.astimezone() if self.tz is None else utc.astimezone(self.tz)).isoformat()
-        parts = (text[:19], text[19:])
-        cache = self._cache
-        if len(cache) >= self._CACHE_SIZE:
-            cache.clear()
-        cache[sec] = parts
+            utc = datetime.fromtimestamp(sec, timezone.utc)
+            text = (utc.astimezone() if self.tz is None else utc.astimezone(self.tz)).isoformat()
+            parts = (sec * 1_000_000_000, text[:19] + ".", text[19:])
+            if len(self._cache) >= self._CACHE_SIZE:
+                self._cache.clear()
+            self._cache[sec] = parts
+        self._last = parts
         return parts
+
+
+_DIGITS3 = tuple(f"{i:03d}" for i in range(1000))
 
 
 class _StartTicket(Protocol):
@@ -239,7 +254,9 @@ class JournalSpanProcessor(SpanProcessor):
             self.journal = journal
             self._owns_journal = False
         self.session_id = session_id or ""
-        self.format_ts = TimestampFormatter(tz)
+        self.timestamps = TimestampFormatter(tz)
+        #: Formats nanoseconds since the epoch as the journal's ``ts``.
+        self.format_ts = self.timestamps.format
         self.journal_agent_spans = journal_agent_spans
         self.agent_chunk_id_attribute = agent_chunk_id_attribute
         self.max_error_chars = max_error_chars
@@ -264,32 +281,38 @@ class JournalSpanProcessor(SpanProcessor):
             return
         try:
             attrs = span._attributes
-            chunk_id = attrs.get(semconv.CHUNK_ID) if attrs else None
+            attrs = attrs._dict if type(attrs) is BoundedAttributes else _plain(attrs)
+            chunk_id = attrs.get(_CHUNK_ID)
             context = span._context
-            if context is None:
-                return
-            if chunk_id is None:
-                if not self.journal_agent_spans or not attrs:
+            if chunk_id is None or context is None:
+                if context is None or not self.journal_agent_spans or not attrs:
                     return
-                if attrs.get(semconv.GEN_AI_OPERATION_NAME) != semconv.INVOKE_AGENT:
+                if attrs.get(_OPERATION) != semconv.INVOKE_AGENT:
                     return
                 chunk_id = self._agent_chunk_id(attrs, context.span_id)
                 with self._lock:
                     self._agent_spans.add(context.span_id)
             parent = span._parent
-            line = self.dispatched_line(
-                chunk_id=str(chunk_id),
-                start_ns=span._start_time or 0,
-                trace_id=context.trace_id,
-                span_id=context.span_id,
-                parent_span_id=parent.span_id if parent is not None else None,
-                attributes=attrs,
-                service_name=self._service_of(span._resource),
+            resource = span._resource
+            line = self._dispatch_line(
+                chunk_id if type(chunk_id) is str else str(chunk_id),
+                span._start_time or 0,
+                context.trace_id,
+                context.span_id,
+                parent.span_id if parent is not None else 0,
+                attrs,
+                self._service_name if resource is self._resource else self._service_of(resource),
             )
+            self._append(line)
+            error = None
         except Exception as exc:
-            self._report_start(self._failed(exc, "dispatched", span))
-            return
-        self._report_start(self.write(line, "dispatched", chunk_id))
+            error = self._failed(exc, "dispatched", span)
+        ticket = _thread_state.ticket
+        if ticket is not None:
+            if error is None:
+                ticket.journaled = True
+            else:
+                ticket.journal_error = error
 
     def on_end(self, span: ReadableSpan) -> None:
         """Write ``subagent_completed`` for a dispatch span. Never raises."""
@@ -297,34 +320,33 @@ class JournalSpanProcessor(SpanProcessor):
             return
         try:
             attrs = span._attributes
-            chunk_id = attrs.get(semconv.CHUNK_ID) if attrs else None
+            attrs = attrs._dict if type(attrs) is BoundedAttributes else _plain(attrs)
+            chunk_id = attrs.get(_CHUNK_ID)
             context = span._context
-            if context is None:
-                return
-            if chunk_id is None:
-                if not self._agent_spans:
+            if chunk_id is None or context is None:
+                if context is None or not self._agent_spans:
                     return
                 with self._lock:
                     if context.span_id not in self._agent_spans:
                         return
                     self._agent_spans.discard(context.span_id)
-                chunk_id = self._agent_chunk_id(attrs or {}, context.span_id)
+                chunk_id = self._agent_chunk_id(attrs, context.span_id)
             status = span._status
             failed = status.status_code is _ERROR
-            line = self.completed_line(
-                chunk_id=str(chunk_id),
-                start_ns=span._start_time or 0,
-                end_ns=span._end_time or 0,
-                trace_id=context.trace_id,
-                span_id=context.span_id,
-                attributes=attrs or {},
-                success=not failed,
-                error=status.description if failed else None,
+            self._append(
+                self._completion_line(
+                    chunk_id if type(chunk_id) is str else str(chunk_id),
+                    span._start_time or 0,
+                    span._end_time or 0,
+                    context.trace_id,
+                    context.span_id,
+                    attrs,
+                    not failed,
+                    status.description if failed else None,
+                )
             )
         except Exception as exc:
             self._failed(exc, "completed", span)
-            return
-        self.write(line, "completed", chunk_id)
 
     def shutdown(self) -> None:
         """Flush the journal; close it if this processor opened it. Idempotent."""
@@ -368,40 +390,13 @@ class JournalSpanProcessor(SpanProcessor):
         attributes: Mapping[str, Any] | None,
         service_name: str | None = None,
     ) -> bytes:
-        """The ``subagent_dispatched`` line for a span with these start attributes."""
-        get = attributes.get if attributes else _no_attributes
-        host, pid, proc_start = self_identity()
-        task = get(semconv.TASK_DESCRIPTION)
-        items = get(semconv.ITEMS_ASSIGNED)
-        output_file = get(semconv.OUTPUT_FILE)
-        batch = get(semconv.BATCH)
-        agent = get(semconv.GEN_AI_AGENT_NAME)
-        session = get(semconv.SESSION_ID)
-        extra = None
-        if attributes:
-            known = sum(v is not None for v in (task, items, output_file, batch, agent, session))
-            known += (semconv.CHUNK_ID in attributes) + (semconv.GEN_AI_OPERATION_NAME in attributes)
-            if len(attributes) > known:
-                extra = {k: v for k, v in attributes.items() if k not in _KNOWN_START_KEYS}
-        return encode(
-            Dispatched(
-                ts=self.format_ts(start_ns),
-                session_id=_str_or_none(session) or self.session_id,
-                chunk_id=chunk_id,
-                task_description=_str_or_none(task),
-                items_assigned=_int_or_none(items),
-                trace_id=f"{trace_id:032x}",
-                span_id=f"{span_id:016x}",
-                parent_span_id=f"{parent_span_id:016x}" if parent_span_id else None,
-                host=host,
-                pid=pid,
-                proc_start=proc_start,
-                output_file=_str_or_none(output_file),
-                batch=_str_or_none(batch),
-                agent=_str_or_none(agent),
-                service_name=service_name,
-                attrs=extra or None,
-            )
+        """The ``subagent_dispatched`` line for a span with these start attributes.
+
+        Fields are those of :class:`~spanjournal.Dispatched`, in the order
+        the design document shows them; absent when unknown.
+        """
+        return self._dispatch_line(
+            chunk_id, start_ns, trace_id, span_id, parent_span_id or 0, attributes or _EMPTY, service_name
         )
 
     def completed_line(
@@ -416,33 +411,120 @@ class JournalSpanProcessor(SpanProcessor):
         success: bool,
         error: str | None = None,
     ) -> bytes:
-        """The ``subagent_completed`` line for a span that ended with these attributes."""
+        """The ``subagent_completed`` line for a span that ended with these attributes.
+
+        Fields are those of :class:`~spanjournal.Completed`; absent when unknown.
+        """
+        return self._completion_line(chunk_id, start_ns, end_ns, trace_id, span_id, attributes, success, error)
+
+    def _dispatch_line(
+        self,
+        chunk_id: str,
+        start_ns: int,
+        trace_id: int,
+        span_id: int,
+        parent_span_id: int,
+        attributes: Mapping[str, Any],
+        service_name: str | None,
+    ) -> bytes:
         get = attributes.get
-        host, pid, _ = self_identity()
-        error_type = None
+        session = get(_SESSION_ID)
+        event: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "event": DISPATCHED,
+            "ts": self.format_ts(start_ns),
+            "session_id": (session if type(session) is str else _str_or_none(session)) or self.session_id,
+            "chunk_id": chunk_id,
+        }
+        known = 1 if session is None else 2  # the chunk id, the session id
+        value = get(_TASK_DESCRIPTION)
+        if value is not None:
+            event["task_description"] = value if type(value) is str else str(value)
+            known += 1
+        value = get(_OUTPUT_FILE)
+        if value is not None:
+            event["output_file"] = value if type(value) is str else str(value)
+            known += 1
+        value = get(_BATCH)
+        if value is not None:
+            event["batch"] = value if type(value) is str else str(value)
+            known += 1
+        value = get(_AGENT)
+        if value is not None:
+            event["agent"] = value if type(value) is str else str(value)
+            known += 1
+        value = get(_ITEMS_ASSIGNED)
+        if value is not None:
+            if type(value) is int:
+                event["items_assigned"] = value
+            known += 1
+        event["trace_id"] = trace_id.to_bytes(16, "big").hex()
+        event["span_id"] = span_id.to_bytes(8, "big").hex()
+        if parent_span_id:
+            event["parent_span_id"] = parent_span_id.to_bytes(8, "big").hex()
+        host, pid, proc_start = self_identity()
+        event["host"] = host
+        event["pid"] = pid
+        if proc_start is not None:
+            event["proc_start"] = proc_start
+        if service_name is not None:
+            event["service_name"] = service_name
+        if _OPERATION in attributes:
+            known += 1
+        if len(attributes) > known:
+            extra = {k: v for k, v in attributes.items() if k not in _KNOWN_START_KEYS}
+            if extra:
+                event["attrs"] = extra
+        return _encode(event) + b"\n"
+
+    def _completion_line(
+        self,
+        chunk_id: str,
+        start_ns: int,
+        end_ns: int,
+        trace_id: int,
+        span_id: int,
+        attributes: Mapping[str, Any],
+        success: bool,
+        error: str | None,
+    ) -> bytes:
+        get = attributes.get
+        session = get(_SESSION_ID)
+        event: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "event": COMPLETED,
+            "ts": self.format_ts(end_ns),
+            "session_id": (session if type(session) is str else _str_or_none(session)) or self.session_id,
+            "chunk_id": chunk_id,
+            "success": success,
+        }
+        value = get(_OUTPUT_FILE)
+        if value is not None:
+            event["output_file"] = value if type(value) is str else str(value)
         if not success:
-            error_type = get(semconv.ERROR_TYPE)
             if error:
-                error = bound_error(error, self.max_error_chars)
-        return encode(
-            Completed(
-                ts=self.format_ts(end_ns),
-                session_id=_str_or_none(get(semconv.SESSION_ID)) or self.session_id,
-                chunk_id=chunk_id,
-                success=success,
-                output_file=_str_or_none(get(semconv.OUTPUT_FILE)),
-                error=error or None,
-                error_type=_str_or_none(error_type),
-                tokens_used=_int_or_none(get(semconv.TOKENS_USED)),
-                input_tokens=_int_or_none(get(semconv.GEN_AI_INPUT_TOKENS)),
-                output_tokens=_int_or_none(get(semconv.GEN_AI_OUTPUT_TOKENS)),
-                duration_ms=(end_ns - start_ns) / 1e6 if end_ns and start_ns else None,
-                trace_id=f"{trace_id:032x}",
-                span_id=f"{span_id:016x}",
-                host=host,
-                pid=pid,
-            )
-        )
+                limit = self.max_error_chars
+                event["error"] = error if len(error) <= limit else bound_error(error, limit)
+            value = get(_ERROR_TYPE)
+            if value is not None:
+                event["error_type"] = value if type(value) is str else str(value)
+        value = get(_TOKENS_USED)
+        if type(value) is int:
+            event["tokens_used"] = value
+        value = get(_INPUT_TOKENS)
+        if type(value) is int:
+            event["input_tokens"] = value
+        value = get(_OUTPUT_TOKENS)
+        if type(value) is int:
+            event["output_tokens"] = value
+        if end_ns and start_ns:
+            event["duration_ms"] = (end_ns - start_ns) / 1e6
+        event["trace_id"] = trace_id.to_bytes(16, "big").hex()
+        event["span_id"] = span_id.to_bytes(8, "big").hex()
+        host, pid, _ = self_identity()
+        event["host"] = host
+        event["pid"] = pid
+        return _encode(event) + b"\n"
 
     def write(self, line: bytes, what: str, chunk_id: object) -> BaseException | None:
         """Append one line; return the error instead of raising it (it is logged and counted)."""
@@ -468,15 +550,6 @@ class JournalSpanProcessor(SpanProcessor):
             self._resource = resource
         return self._service_name
 
-    @staticmethod
-    def _report_start(error: BaseException | None) -> None:
-        ticket = _thread_state.ticket
-        if ticket is not None:
-            if error is None:
-                ticket.journaled = True
-            else:
-                ticket.journal_error = error
-
     def _failed(self, exc: BaseException, what: str, about: object) -> BaseException:
         with self._lock:
             self.errors += 1
@@ -496,8 +569,32 @@ def _no_attributes(key: str) -> None:
     return None
 
 
-def _int_or_none(value: object) -> int | None:
-    return value if type(value) is int else None
+_EMPTY: Mapping[str, Any] = {}
+
+
+def _plain(attributes: Any) -> Mapping[str, Any]:
+    """Span attributes as a mapping to read (the SDK's ``BoundedAttributes`` is read through its dict)."""
+    if attributes is None:
+        return _EMPTY
+    inner = getattr(attributes, "_dict", None)
+    mapping: Mapping[str, Any] = inner if type(inner) is dict else attributes
+    return mapping
+
+
+_SESSION_ID = semconv.SESSION_ID
+_CHUNK_ID = semconv.CHUNK_ID
+_OPERATION = semconv.GEN_AI_OPERATION_NAME
+_OUTPUT_FILE = semconv.OUTPUT_FILE
+_ERROR_TYPE = semconv.ERROR_TYPE
+
+_ITEMS_ASSIGNED = semconv.ITEMS_ASSIGNED
+_TASK_DESCRIPTION = semconv.TASK_DESCRIPTION
+_BATCH = semconv.BATCH
+_AGENT = semconv.GEN_AI_AGENT_NAME
+_TOKENS_USED = semconv.TOKENS_USED
+_INPUT_TOKENS = semconv.GEN_AI_INPUT_TOKENS
+_OUTPUT_TOKENS = semconv.GEN_AI_OUTPUT_TOKENS
+_encode = msgspec.json.Encoder().encode
 
 
 def _str_or_none(value: object) -> str | None:
