@@ -255,6 +255,9 @@ class Run:
         threading.Event().wait()
         raise AssertionError("unreachable")
 
+    def close(self) -> None:
+        os.close(self._calls)
+
     def wait_hanging(self, count: int, timeout: float) -> bool:
         with self._changed:
             return self._changed.wait_for(lambda: self._hanging >= count, timeout)
@@ -375,7 +378,7 @@ def run_batch(batch: Sequence[Case], run: Run, sj: spanjournal.Spanjournal) -> B
 def die_at_the_cliff(run: Run, sj: spanjournal.Spanjournal, in_flight: int) -> NoReturn:
     print(
         f"quota cliff after agent {run.cliff}: the orchestrator dies now (os._exit({EXIT_CLIFF})) "
-        f"with {in_flight} agents in flight",
+        f"with {in_flight} agent{'s' if in_flight != 1 else ''} in flight",
         flush=True,
     )
     if sj.exporters:
@@ -404,6 +407,7 @@ def run_cases(cases: Sequence[Case], run_dir: Path, seed: int, cliff: int | None
     run = Run(run_dir, seed, cliff, sj.session_id)
     for batch in by_batch(cases):
         print(run_batch(batch, run, sj).line(), flush=True)
+    run.close()
     sj.shutdown()
     return report_pending(journal)
 
