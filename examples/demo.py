@@ -12,7 +12,10 @@ prints each with its output:
    already valid are recorded done;
 4. ``router_benchmark.py --resume``: re-runs only the rest;
 5. ``pending --exit-code``: nothing is left;
-6. ``spanjournal stats``: the run by batch.
+6. ``spanjournal stats``: the run by batch;
+7. with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, ``spanjournal export --only
+   unfinished``: the spans of the agents in flight at the crash, which the
+   backend never received, rebuilt from the journal.
 
 It then checks the story from the files (the journal and the benchmark's
 ``calls.jsonl``) and exits non-zero if any part does not hold: for example
@@ -188,6 +191,21 @@ def tell_story(run_dir: Path, seed: int) -> None:
     )
     expect(step.returncode == 0, "stats should succeed")
 
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if endpoint:
+        heading(
+            7,
+            "export: the spans that never reached the backend",
+            f"Both runs sent their ended spans to {endpoint}. The agents in flight at the crash never\n"
+            "ended; their spans are rebuilt from the journal and sent now (search service router-bench).",
+        )
+        step = run_step(
+            [*sj_cli, "export", JOURNAL_NAME, "--only", "unfinished"],
+            f"{sj_shown} export {JOURNAL_NAME} --only unfinished",
+            run_dir,
+        )
+        expect(step.returncode == 0, f"export to {endpoint} should succeed")
+
     heading(None, "The story holds")
     runs = calls_by_run(run_dir)
     expect(len(runs) == 2, f"calls.jsonl should show two runs, not {len(runs)}")
@@ -230,8 +248,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoryBroken as exc:
         print(f"\ndemo FAILED: {exc} (files kept in {run_dir})", file=sys.stderr)
         return 1
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        print(f"\nTraces went to {os.environ['OTEL_EXPORTER_OTLP_ENDPOINT']}: search service router-bench in Jaeger.")
     print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
     if args.dir is None:
         shutil.rmtree(run_dir, ignore_errors=True)
