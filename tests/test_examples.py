@@ -18,12 +18,13 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from otlp_collector import RotelCollector, rotel_available
+from otlp_collector import ReceivedSpan, RotelCollector, rotel_available
 
 pytestmark = pytest.mark.integration
 
@@ -317,3 +318,54 @@ def test_the_benchmark_sends_ended_spans_to_otlp_and_only_the_journal_has_the_re
     for chunk_id, completion in failed(events).items():
         span = by_id[completion["span_id"]]
         assert span.status_code == "ERROR" and span.attributes["error.type"] == "QuotaError", chunk_id
+
+
+@dataclass
+class DemoWithCollector:
+    journal: list[dict[str, Any]]
+    spans: list[ReceivedSpan]
+
+
+@pytest.fixture(scope="module")
+def demo_with_collector(tmp_path_factory: pytest.TempPathFactory) -> DemoWithCollector:
+    """The demo run with ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at a real collector (step 7 included)."""
+    if not rotel_available():
+        pytest.skip("the rotel package (rotel-agent) is not installed")
+    run_dir = tmp_path_factory.mktemp("demo-otlp") / "run"
+    with RotelCollector() as collector:
+        env = clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=collector.grpc_endpoint)
+        demo = run([sys.executable, str(DEMO), "--dir", str(run_dir)], run_dir.parent, env)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "== 7. export" in demo.stdout
+        journal = journal_lines(run_dir)
+        ended = {c["span_id"] for c in completions(journal) if not c.get("reconciled")}
+        spans = collector.wait_for_spans(lambda received: {s.span_id for s in received} >= ended)
+        time.sleep(0.5)
+        spans = collector.spans()
+    return DemoWithCollector(journal, spans)
+
+
+def test_the_demo_sends_every_ended_and_every_never_completed_span_once(demo_with_collector: DemoWithCollector) -> None:
+    journal, spans = demo_with_collector.journal, demo_with_collector.spans
+    received = Counter(s.span_id for s in spans)
+    ended = {c["span_id"] for c in completions(journal) if not c.get("reconciled")}
+    completed = {c["span_id"] for c in completions(journal)}
+    never_completed = {d["span_id"] for d in dispatches(journal)} - completed
+    assert never_completed, "the crash left attempts that never completed"
+    assert set(received) >= ended | never_completed
+    assert set(received.values()) == {1}, "no span is sent twice"
+    assert {s.service_name for s in spans} == {"router-bench"}
+    rebuilt = [s for s in spans if s.span_id in never_completed]
+    assert all(s.status_code == "ERROR" and s.status_message == "no completion recorded" for s in rebuilt)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="src bug: `spanjournal export --only unfinished` leaves out attempts completed only by reconcile, "
+    "whose live span never ended and never reached the backend",
+)
+def test_after_the_demo_the_backend_has_every_attempt(demo_with_collector: DemoWithCollector) -> None:
+    received = {s.span_id for s in demo_with_collector.spans}
+    reconciled = {c["span_id"] for c in completions(demo_with_collector.journal) if c.get("reconciled")}
+    assert reconciled
+    assert {d["span_id"] for d in dispatches(demo_with_collector.journal)} <= received
