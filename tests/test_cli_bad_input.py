@@ -168,11 +168,6 @@ def test_help_has_examples(command: tuple[str, ...]) -> None:
     assert first.startswith(command[0]) and "runs/bench.jsonl" in first
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="reader: msgspec raises UnicodeDecodeError (not DecodeError) for a non-UTF-8 byte inside a JSON string",
-)
 def test_a_non_utf8_byte_inside_a_string_is_a_warning(tmp_path: Path) -> None:
     journal = write_journal(
         tmp_path / "run.jsonl",

@@ -36,6 +36,8 @@ BLOCK_BYTES = 8 * 1024 * 1024
 MAX_LINE_BYTES = 64 * 1024 * 1024
 
 _BOM = b"\xef\xbb\xbf"
+# msgspec raises UnicodeDecodeError, not DecodeError, for bad UTF-8 inside a string.
+_UNDECODABLE = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 _WHITESPACE = b" \t\r"
 
 
@@ -233,7 +235,7 @@ def _decode_tail(tail: bytes, line_decoder: LineDecoder) -> Any:
         tail = tail[len(_BOM) :]
     try:
         return line_decoder(tail)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _UNDECODABLE:
         return None
 
 
@@ -248,7 +250,7 @@ def _decode_block(
 ) -> list[Any]:
     try:
         events = decoder.decode_lines(view)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _UNDECODABLE:
         pass
     else:
         if len(events) == lines:  # decode_lines passes over blank lines silently
@@ -273,7 +275,7 @@ def _decode_lines_one_by_one(
         except msgspec.ValidationError as exc:
             stats.report(name, i, f"bad event skipped: {exc}")
             continue
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             stats.report(name, i, f"{_describe_garbage(line, exc)} skipped")
             continue
         stats.events += 1
