@@ -359,11 +359,6 @@ def test_the_demo_sends_every_ended_and_every_never_completed_span_once(demo_wit
     assert all(s.status_code == "ERROR" and s.status_message == "no completion recorded" for s in rebuilt)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: `spanjournal export --only unfinished` leaves out attempts completed only by reconcile, "
-    "whose live span never ended and never reached the backend",
-)
 def test_after_the_demo_the_backend_has_every_attempt(demo_with_collector: DemoWithCollector) -> None:
     received = {s.span_id for s in demo_with_collector.spans}
     reconciled = {c["span_id"] for c in completions(demo_with_collector.journal) if c.get("reconciled")}

@@ -142,7 +142,9 @@ class Outcome(str, enum.Enum):
 
 _SELECTIONS: dict[str, frozenset[Outcome]] = {
     "all": frozenset(Outcome),
-    "unfinished": frozenset({Outcome.UNFINISHED, Outcome.RUNNING}),
+    # Attempts whose live span never ended, so never reached a backend: no
+    # completion at all, or one written later by ``reconcile``.
+    "unfinished": frozenset({Outcome.UNFINISHED, Outcome.RUNNING, Outcome.RECONCILED}),
     "failed": frozenset({Outcome.FAILED}),
 }
 
@@ -555,7 +557,7 @@ def journal_spans(
     Completed attempts come in completion order as the journals are read;
     attempts never completed come last, in dispatch order. ``service_name``
     is used for dispatches whose session names none. ``only`` is ``"all"``,
-    ``"unfinished"`` (no completion recorded, running ones included),
+    ``"unfinished"`` (live span never ended: no completion, running, or reconciled),
     ``"failed"``, or several of them. ``now_ns`` is the export time (default:
     now). ``progress`` is called with the bytes read so far. Raises
     :class:`~spanjournal.reader.JournalReadError` for a path that cannot be

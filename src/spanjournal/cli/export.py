@@ -37,7 +37,8 @@ their process, with spanjournal.unfinished=true when their chunk still needs
 a retry (search for it in Jaeger). Failed attempts are ERROR with their
 error; reconciled ones OK with spanjournal.reconciled=true. If the run's
 spans already reached the backend live, send only what is missing there:
---only unfinished.
+--only unfinished (attempts whose live span never ended: no completion, or
+one recorded later by reconcile).
 
 Endpoint, protocol, headers and timeout also come from the standard
 OTEL_EXPORTER_OTLP_* and OTEL_EXPORTER_OTLP_TRACES_* variables; options win.
@@ -96,7 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--only",
         action="append",
         choices=("all", "unfinished", "failed"),
-        help="send only attempts never completed, or only failed ones (repeatable; default: all)",
+        help="send only attempts whose live span never ended (unfinished or reconciled), "
+        "or only failed ones (repeatable; default: all)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print what would be sent; send nothing")
     parser.add_argument(
