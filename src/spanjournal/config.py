@@ -3,7 +3,6 @@
 >>> import spanjournal
 >>> sj = spanjournal.configure(journal="runs/bench.jsonl", service_name="router-bench")  # doctest: +SKIP
 >>> sj.plan(["case-001", "case-002"])        # doctest: +SKIP
->>> ...                                      # dispatches
 >>> sj.shutdown()                            # doctest: +SKIP
 
 Settings follow the OpenTelemetry environment conventions, and an explicit

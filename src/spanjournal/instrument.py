@@ -570,6 +570,10 @@ class _DispatchDecorator:
     """``@dispatch(...)``: turns a sync or async function into a journaled dispatch."""
 
     def __init__(self, kwargs: dict[str, Any]) -> None:
+        constants = {k: None if callable(v) and not isinstance(v, os.PathLike) else v for k, v in kwargs.items()}
+        if constants["chunk_id"] is None and kwargs["chunk_id"] is not None:
+            constants["chunk_id"] = "checked-when-called"
+        _Spec(target=None, **constants)  # check the constants now, at decoration
         self._kwargs = kwargs
 
     @overload

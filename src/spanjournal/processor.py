@@ -23,8 +23,8 @@ caused it, which decides whether to refuse to run the agent (strict mode).
 >>> tracer = provider.get_tracer("example")
 >>> with tracer.start_as_current_span("invoke_agent", attributes={"spanjournal.chunk_id": "c-1"}):
 ...     pass
->>> [e.event for e in journal.events()]
-['subagent_dispatched', 'subagent_completed']
+>>> [type(e).__name__ for e in journal.events()]
+['Dispatched', 'Completed']
 """
 
 from __future__ import annotations
@@ -94,14 +94,24 @@ class JournalLike(Protocol):
 
 
 def bound_error(message: str, limit: int = MAX_ERROR_CHARS) -> str:
-    """``message`` cut to ``limit`` characters, saying so if it was cut.
+    """``message`` cut to at most ``limit`` characters, saying how much was cut.
 
-    >>> bound_error("quota exceeded", limit=5)
-    'quota[… 9 more characters]'
+    Idempotent: a bounded message is returned as it is.
+
+    >>> bound_error("quota exceeded: " + "x" * 100, limit=45)
+    'quota exceeded: xxxxxxx[… 93 more characters]'
     """
     if len(message) <= limit:
         return message
-    return f"{message[:limit]}[… {len(message) - limit} more characters]"
+    if limit < 40:
+        return message[:limit]
+    cut = len(message) - limit
+    while True:
+        marker = f"[… {cut} more characters]"
+        keep = max(0, limit - len(marker))
+        if len(message) - keep == cut:
+            return message[:keep] + marker
+        cut = len(message) - keep
 
 
 def resolve_tz(tz: str | tzinfo | None) -> tzinfo | None:
@@ -192,8 +202,9 @@ class _ThreadState(threading.local):
 #: The dispatch starting a span on this thread, if any (set by spanjournal.instrument).
 _thread_state = _ThreadState()
 
-_live: weakref.WeakSet[JournalSpanProcessor] = weakref.WeakSet()
-_latest: weakref.ref[JournalSpanProcessor] | None = None
+#: Processors not shut down, oldest first.
+_live: list[weakref.ref[JournalSpanProcessor]] = []
+_live_lock = threading.Lock()
 
 
 def latest_processor() -> JournalSpanProcessor | None:
@@ -203,11 +214,13 @@ def latest_processor() -> JournalSpanProcessor | None:
     the span (the sampler dropped it, or the tracer's provider has no
     journal processor) and :func:`spanjournal.configure` was not called.
     """
-    processor = _latest() if _latest is not None else None
-    if processor is not None and not processor.is_shutdown:
-        return processor
-    alive = [p for p in _live if not p.is_shutdown]
-    return alive[-1] if alive else None
+    with _live_lock:
+        refs = list(_live)
+    for ref in reversed(refs):
+        processor = ref()
+        if processor is not None and not processor.is_shutdown:
+            return processor
+    return None
 
 
 class JournalSpanProcessor(SpanProcessor):
@@ -246,7 +259,6 @@ class JournalSpanProcessor(SpanProcessor):
         agent_chunk_id_attribute: str | None = None,
         max_error_chars: int = MAX_ERROR_CHARS,
     ) -> None:
-        global _latest
         if isinstance(journal, (str, os.PathLike)):
             self.journal: Journal | JournalLike = Journal(journal, durability=durability)
             self._owns_journal = True
@@ -270,8 +282,9 @@ class JournalSpanProcessor(SpanProcessor):
         self._agent_spans: set[int] = set()
         self._resource: Resource | None = None
         self._service_name: str | None = None
-        _live.add(self)
-        _latest = weakref.ref(self)
+        with _live_lock:
+            _live[:] = [r for r in _live if (p := r()) is not None and not p.is_shutdown]
+            _live.append(weakref.ref(self))
 
     # -- the SpanProcessor interface -------------------------------------------
 
@@ -353,11 +366,10 @@ class JournalSpanProcessor(SpanProcessor):
         if self._shutdown:
             return
         self._shutdown = True
-        _live.discard(self)
         try:
             if self._owns_journal:
                 self.journal.close()
-            else:
+            elif getattr(self.journal, "failed", None) is None:
                 self.journal.flush()
         except Exception as exc:
             self._failed(exc, "shutdown", None)
@@ -436,7 +448,7 @@ class JournalSpanProcessor(SpanProcessor):
             "session_id": (session if type(session) is str else _str_or_none(session)) or self.session_id,
             "chunk_id": chunk_id,
         }
-        known = 1 if session is None else 2  # the chunk id, the session id
+        known = 0 if session is None else 1
         value = get(_TASK_DESCRIPTION)
         if value is not None:
             event["task_description"] = value if type(value) is str else str(value)
@@ -469,8 +481,7 @@ class JournalSpanProcessor(SpanProcessor):
             event["proc_start"] = proc_start
         if service_name is not None:
             event["service_name"] = service_name
-        if _OPERATION in attributes:
-            known += 1
+        known += (_CHUNK_ID in attributes) + (_OPERATION in attributes)
         if len(attributes) > known:
             extra = {k: v for k, v in attributes.items() if k not in _KNOWN_START_KEYS}
             if extra:

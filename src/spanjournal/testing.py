@@ -21,8 +21,8 @@ With a real child process (for crash tests):
 >>> with capture() as cap:
 ...     with spanjournal.dispatch_span("case-001"):
 ...         pass
->>> [e.event for e in cap.journal.events()]
-['subagent_dispatched', 'subagent_completed']
+>>> [type(e).__name__ for e in cap.journal.events()]
+['Dispatched', 'Completed']
 
 This module imports OpenTelemetry only when :func:`capture` or
 :func:`simulate_fanout` is used.
