@@ -19,6 +19,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable
+from itertools import filterfalse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,7 @@ class _Summary(msgspec.Struct, array_like=True):
     done: list[str]
     failed_spans: list[str]
     failures: list[CompletedState]
+    maybe_undispatched: list[str]
     planned: list[str]
     spanless: bool
     files: list[str]
@@ -102,10 +104,12 @@ def read_parallel(
     line_decoder: Callable[[bytes], Any],
     progress: Callable[[int], None] | None,
 ) -> bool:
-    """Fold ``paths`` into ``ledger`` with ``parts`` processes.
+    """Fold ``paths`` into the empty states-only ``ledger`` with ``parts`` processes.
 
-    Returns False (``ledger`` untouched) when the parallel read cannot be
-    exact or a child failed; the caller then reads in one process.
+    This process reads the first part straight into ``ledger`` while the
+    children read the others. Returns False when the parallel read cannot be
+    exact or a child failed: ``ledger`` is then spoiled, and the caller reads
+    again, in one process, into a new one.
     """
     segments = split(paths, parts)
     children: list[tuple[int, int]] = []
@@ -118,22 +122,44 @@ def read_parallel(
                 _child(part, write_fd, decoder, line_decoder)
             os.close(write_fd)
             children.append((pid, read_fd))
-        mine = _fold_part(segments[0], decoder, line_decoder, progress, scale=len(segments))
-        summaries = [mine] + [_receive(fd) for _, fd in children]
+        report = (lambda n: progress(n * len(segments))) if progress is not None else None
+        line_base = _fold_segments(ledger, segments[0], decoder, line_decoder, report)
+        if ledger._synthetic:
+            return False
+        for _, fd in children:
+            summary = _receive(fd)
+            if summary.error or summary.spanless:
+                return False
+            _merge(ledger, summary, line_base)
     finally:
         for pid, fd in children:
             with contextlib.suppress(OSError):
                 os.close(fd)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-    if any(s.error or s.spanless for s in summaries):
-        return False
-    line_base: dict[str, int] = {}
-    for summary in summaries:
-        _merge(ledger, summary, line_base)
     if progress is not None:
         progress(ledger.stats.bytes)
     return True
+
+
+def _fold_segments(
+    ledger: Ledger,
+    part: list[Segment],
+    decoder: msgspec.json.Decoder[Any],
+    line_decoder: Callable[[bytes], Any],
+    progress: Callable[[int], None] | None,
+) -> dict[str, int]:
+    """Fold the segments of one part into ``ledger``; return the lines read per file."""
+    stats = ledger.stats
+    lines: dict[str, int] = {}
+    for path, start, stop in part:
+        before = stats.lines
+        if not stats.files or stats.files[-1] != path:
+            stats.files.append(path)
+        for batch in _scan_file(Path(path), stats, decoder, line_decoder, progress, start, stop):
+            ledger._add(batch)
+        lines[path] = lines.get(path, 0) + stats.lines - before
+    return lines
 
 
 def _child(
@@ -145,7 +171,7 @@ def _child(
     code = 0
     try:
         try:
-            data = msgspec.msgpack.encode(_fold_part(part, decoder, line_decoder, None))
+            data = msgspec.msgpack.encode(_fold_part(part, decoder, line_decoder))
         except BaseException as exc:
             data = msgspec.msgpack.encode(_empty(error=f"{type(exc).__name__}: {exc}"))
             code = 1
@@ -170,28 +196,19 @@ def _receive(fd: int) -> _Summary:
 
 
 def _empty(error: str = "") -> _Summary:
-    return _Summary([], [], [], [], [], [], False, [], [], 0, 0, 0, 0, 0, [], error)
+    return _Summary([], [], [], [], [], [], [], False, [], [], 0, 0, 0, 0, 0, [], error)
 
 
 def _fold_part(
     part: list[Segment],
     decoder: msgspec.json.Decoder[Any],
     line_decoder: Callable[[bytes], Any],
-    progress: Callable[[int], None] | None,
-    scale: int = 1,
 ) -> _Summary:
     from spanjournal.ledger import Ledger
 
     stats = ReadStats(max_issues=1000)
     part_ledger = Ledger(stats, detail=False, keep_attempts=False)
-    lines: list[int] = []
-    report = (lambda n: progress(n * scale)) if progress is not None else None
-    for path, start, stop in part:
-        before = stats.lines
-        stats.files.append(path)
-        for batch in _scan_file(Path(path), stats, decoder, line_decoder, report, start, stop):
-            part_ledger._add(batch)
-        lines.append(stats.lines - before)
+    lines = _fold_segments(part_ledger, part, decoder, line_decoder, None)
     done = part_ledger._done
     latest = part_ledger._latest
     return _Summary(
@@ -200,10 +217,11 @@ def _fold_part(
         done=list(done),
         failed_spans=list(part_ledger._completed),
         failures=list(part_ledger._failures.values()),
+        maybe_undispatched=part_ledger._undispatched(),
         planned=list(part_ledger.planned),
         spanless=part_ledger._synthetic > 0,
-        files=[p for p, _, _ in part],
-        lines=lines,
+        files=list(lines),
+        lines=list(lines.values()),
         events=stats.events,
         bytes=stats.bytes,
         torn_tails=stats.torn_tails,
@@ -238,12 +256,11 @@ def _merge(ledger: Ledger, s: _Summary, line_base: dict[str, int]) -> None:
     stats.unknown_events += s.unknown_events
 
     latest = ledger._latest
+    ledger._maybe_undispatched.update(dict.fromkeys(filterfalse(latest.__contains__, s.maybe_undispatched)))
     latest.update(dict.fromkeys(s.seen))
     latest.update(zip(map(_chunk_id, s.open_dispatches), s.open_dispatches))
-    ledger._done.update(dict.fromkeys(s.done))
-    completed = ledger._completed
-    if isinstance(completed, set):
-        completed.update(s.failed_spans)
+    ledger._done.update(s.done)
+    ledger._completed.update(s.failed_spans)  # type: ignore[arg-type]
     for f in s.failures:
         ledger._failures[f.chunk_id] = f
     ledger._plan(s.planned)

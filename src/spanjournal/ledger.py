@@ -170,10 +170,13 @@ class Ledger:
         self._latest: dict[str, Any] = {}
         # detail: span -> completion; states only: the set of failed spans.
         self._completed: dict[str, Any] | set[str] = {} if detail else set()
-        # chunk -> its first success (detail) or None.
-        self._done: dict[str, Any] = {}
+        # detail: chunk -> its first success; states only: the set of done chunks.
+        self._done: dict[str, Any] | set[str] = {} if detail else set()
         # chunk -> its last failure, for chunks that may have no dispatch.
         self._failures: dict[str, Any] = {}
+        # Chunks completed at a point of the file where no dispatch of theirs
+        # had been read: the only ones that may turn out never dispatched.
+        self._maybe_undispatched: dict[str, None] = {}
         self._dispatches: Counter[str] = Counter()
         self._attempts: dict[str, list[Any]] | None = {} if keep_attempts and detail else None
         self._alive: dict[tuple[Any, Any, Any], bool] = {}
@@ -189,25 +192,24 @@ class Ledger:
         latest = self._latest
         ids = list(latest)
         ids.extend(self._undispatched())
-        ids.extend(c for c in self.planned if c not in latest and c not in self._done and c not in self._failures)
+        ids.extend(self._only_planned())
         return ids
 
     def _undispatched(self) -> list[str]:
         """Chunks with completions but no dispatch, in the order first seen."""
         latest = self._latest
-        orphans = (self._done.keys() | self._failures.keys()) - latest.keys()
-        if not orphans:
-            return []
-        ordered = [c for c in self._failures if c in orphans]
-        ordered.extend(c for c in self._done if c in orphans and c not in self._failures)
-        return ordered
+        return [c for c in self._maybe_undispatched if c not in latest]
+
+    def _only_planned(self) -> list[str]:
+        latest, done, failures = self._latest, self._done, self._failures
+        return [c for c in self.planned if c not in latest and c not in done and c not in failures]
 
     def _not_done(self) -> list[str]:
         """Chunk ids without a success, in ledger order."""
         done = self._done
         ids = list(filterfalse(done.__contains__, self._latest))
-        ids.extend(c for c in self._undispatched() if c not in done)
-        ids.extend(c for c in self.planned if c not in self._latest and c not in done and c not in self._failures)
+        ids.extend(filterfalse(done.__contains__, self._undispatched()))
+        ids.extend(self._only_planned())
         return ids
 
     def state(self, chunk_id: str) -> ChunkState:
@@ -244,7 +246,7 @@ class Ledger:
             attempt_count=self._dispatches.get(chunk_id, 0) if self.detail else int(d is not None),
             dispatch=d,
             completion=completion,
-            success=self._done.get(chunk_id),
+            success=self._done.get(chunk_id) if isinstance(self._done, dict) else None,
             attempts=attempts,
         )
 
@@ -311,6 +313,7 @@ class Ledger:
         successes = filter(_success, cs)
         failures = list(filterfalse(_success, cs))
         if isinstance(completed, dict):
+            assert isinstance(done, dict)
             completed.update(zip(c_spans, cs))
             for e in successes:
                 if e.chunk_id not in done:
@@ -318,9 +321,13 @@ class Ledger:
         else:
             # A success decides its chunk by chunk id alone: only failed spans are needed.
             completed.update(map(_span_id, failures))
-            done.update(dict.fromkeys(map(_chunk_id, successes)))
+            done.update(map(_chunk_id, successes))
         for e in failures:
             self._failures[e.chunk_id] = e
+        latest = self._latest
+        early = list(filterfalse(latest.__contains__, map(_chunk_id, cs)))
+        if early:
+            self._maybe_undispatched.update(dict.fromkeys(early))
 
     def _add_in_order(self, events: list[Any]) -> None:
         """The same fold one event at a time, for events without span ids.
@@ -402,8 +409,12 @@ def read_ledger(
         if not detail and session is None:
             files = resolve_paths(paths)
             parts = workers_for(files) if workers is None else workers
-            if parts > 1 and read_parallel(ledger, files, parts, progress=progress, **kwargs):
-                paths = ()
+            if parts > 1:
+                if read_parallel(ledger, files, parts, progress=progress, **kwargs):
+                    paths = ()
+                else:
+                    stats = ReadStats(max_issues=max_issues)
+                    ledger = Ledger(stats, detail=detail, keep_attempts=keep_attempts)
         for batch in scan(paths, stats, progress=progress, **kwargs):
             if session is not None:
                 batch = [e for e in batch if e.session_id == session]
