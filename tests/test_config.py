@@ -27,6 +27,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith(("OTEL_", "SPANJOURNAL_")):
             monkeypatch.delenv(name)
+    # The global tracer provider can be set once per process: leave it to the child-process tests.
+    monkeypatch.setattr(config.trace, "set_tracer_provider", lambda provider: None)
     previous = config._activate(None)
     yield
     current = config.current()
