@@ -169,10 +169,11 @@ def _one_journal(arg: str) -> Path:
 def decide(ledger: Ledger, root: Path, validation: Validation) -> list[Decision]:
     """A decision for every unfinished or running chunk, in ledger order."""
     out = []
-    for chunk in ledger:
+    for chunk_id in ledger.pending([ChunkState.UNFINISHED, ChunkState.RUNNING]):
+        chunk = ledger[chunk_id]
         if chunk.state is ChunkState.UNFINISHED:
             out.append(check_chunk(chunk, root, validation))
-        elif chunk.state is ChunkState.RUNNING:
+        else:
             d = chunk.dispatch
             where = f"pid {d.pid} on {d.host}" if d is not None else "its process"
             out.append(Decision(chunk, Verdict.RUNNING, f"still running ({where}): left alone", chunk.output_file))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TextIO
 import msgspec
 
 from spanjournal.cli._command import EXIT_OK, CliError, add_command, read_journals
-from spanjournal.cli._output import plural, text_table
+from spanjournal.cli._output import text_table
 from spanjournal.ledger import Chunk, ChunkState, Ledger
 
 if TYPE_CHECKING:
@@ -200,27 +200,26 @@ def compute(
     root: Path | None = None,
 ) -> RunStats:
     """Fold a ledger into :class:`RunStats`. Output files are looked for under ``root`` (None: not checked)."""
-    totals = Totals()
-    groups: dict[str, GroupStats] = {}
+    states: dict[str, dict[ChunkState, int]] = {}
+    tokens_by_group: dict[str, int] = {}
     failures: Counter[str] = Counter()
     durations: list[float] = []
-    tokens_total = 0
+    attempts = dispatched = retried = 0
     missing: list[MissingOutput] = []
+    outputs = OutputFiles(root) if root is not None else None
+    done = ChunkState.DONE
     for chunk in ledger:
         state = chunk.state
         name = group_of(chunk)
-        group = groups.get(name)
-        if group is None:
-            group = groups[name] = GroupStats(group=name)
-        _count_state(totals, state)
-        _count_state(group, state)
-        totals.chunks += 1
-        group.chunks += 1
-        totals.attempts += chunk.attempt_count
-        if chunk.attempt_count:
-            totals.dispatched += 1
-        if chunk.attempt_count > 1:
-            totals.retried += 1
+        counts = states.get(name)
+        if counts is None:
+            counts = states[name] = dict.fromkeys(ChunkState, 0)
+            tokens_by_group[name] = 0
+        counts[state] += 1
+        n = chunk.attempt_count
+        attempts += n
+        dispatched += n > 0
+        retried += n > 1
         tokens = 0
         for c in chunk.completions():
             tokens += c.tokens_used if c.tokens_used is not None else (c.input_tokens or 0) + (c.output_tokens or 0)
@@ -228,12 +227,17 @@ def compute(
                 durations.append(c.duration_ms)
             if not c.success:
                 failures[c.error_type or "(none)"] += 1
-        group.tokens += tokens
-        tokens_total += tokens
-        if root is not None and state is ChunkState.DONE:
+        tokens_by_group[name] += tokens
+        if outputs is not None and state is done:
             output = chunk.output_file
-            if output and not (root / output).exists():
+            if output and not outputs.exists(output):
                 missing.append(MissingOutput(chunk_id=chunk.chunk_id, output_file=output))
+    groups = {name: _group_stats(name, counts, tokens_by_group[name]) for name, counts in states.items()}
+    totals = Totals(attempts=attempts, dispatched=dispatched, retried=retried)
+    for group in groups.values():
+        for field in ("chunks", "done", "failed", "unfinished", "running", "never_dispatched"):
+            setattr(totals, field, getattr(totals, field) + getattr(group, field))
+    tokens_total = sum(tokens_by_group.values())
     totals.success_rate = _rate(totals.done, totals.chunks)
     ordered = [groups[k] for k in sorted(groups, key=_natural_key)]
     for group in ordered:
@@ -265,17 +269,37 @@ def compute(
     )
 
 
-def _count_state(target: Totals | GroupStats, state: ChunkState) -> None:
-    if state is ChunkState.DONE:
-        target.done += 1
-    elif state is ChunkState.FAILED:
-        target.failed += 1
-    elif state is ChunkState.UNFINISHED:
-        target.unfinished += 1
-    elif state is ChunkState.RUNNING:
-        target.running += 1
-    else:
-        target.never_dispatched += 1
+class OutputFiles:
+    """Which output files exist under a root: each directory is listed once, not every file stat'ed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = os.fspath(root)
+        self._listings: dict[str, frozenset[str] | None] = {}
+
+    def exists(self, output: str) -> bool:
+        directory, name = os.path.split(os.path.join(self.root, output))
+        try:
+            names = self._listings[directory]
+        except KeyError:
+            try:
+                names = frozenset(os.listdir(directory))
+            except OSError:
+                names = None
+            self._listings[directory] = names
+        return names is not None and name in names
+
+
+def _group_stats(name: str, counts: dict[ChunkState, int], tokens: int) -> GroupStats:
+    return GroupStats(
+        group=name,
+        chunks=sum(counts.values()),
+        done=counts[ChunkState.DONE],
+        failed=counts[ChunkState.FAILED],
+        unfinished=counts[ChunkState.UNFINISHED],
+        running=counts[ChunkState.RUNNING],
+        never_dispatched=counts[ChunkState.NEVER_DISPATCHED],
+        tokens=tokens,
+    )
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -332,6 +356,10 @@ def _number(value: float | None) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
 def sections(result: RunStats) -> list[Section]:
     """The report as titled tables: (title, headers, rows, right-aligned columns)."""
     t = result.totals
@@ -361,14 +389,14 @@ def sections(result: RunStats) -> list[Section]:
     d = result.duration_ms
     run_rows += [
         (
-            f"duration p50 / p95 / max ({plural(d.count, 'attempt')})",
+            f"duration p50 / p95 / max ({_count(d.count, 'attempt')})",
             f"{_seconds(d.p50)} / {_seconds(d.p95)} / {_seconds(d.max)}",
         ),
     ]
     j = result.journals
-    read_note = f"{plural(len(j.files), 'journal')}, {plural(j.events, 'event')}"
+    read_note = f"{_count(len(j.files), 'journal')}, {_count(j.events, 'event')}"
     if j.torn_lines or j.bad_lines:
-        read_note += f", {j.torn_lines + j.bad_lines} lines skipped"
+        read_note += f", {_count(j.torn_lines + j.bad_lines, 'line')} skipped"
     out: list[Section] = [(f"Run ({read_note})", ("", "value"), run_rows, (1,))]
 
     headers = [result.group_by, "chunks", "done", "failed", "unfinished", "success", "tokens"]
