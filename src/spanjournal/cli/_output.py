@@ -170,9 +170,10 @@ def read_summary(stats: ReadStats) -> list[str]:
 
 
 def text_table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, right: Iterable[int] = ()) -> str:
-    """Rows as aligned plain-text columns under ``headers``; ``right`` are right-aligned column indexes."""
-    cells = [[str(h) for h in headers], *([str(c) for c in row] for row in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    """Rows as aligned plain-text columns under ``headers`` (none if all empty); ``right``: right-aligned columns."""
+    header = [[str(h) for h in headers]] if any(headers) else []
+    cells = [*header, *([str(c) for c in row] for row in rows)]
+    widths = [max((len(row[i]) for row in cells), default=0) for i in range(len(headers))]
     right_set = set(right)
     lines = []
     for row in cells:

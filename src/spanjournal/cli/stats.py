@@ -397,7 +397,7 @@ def sections(result: RunStats) -> list[Section]:
     read_note = f"{_count(len(j.files), 'journal')}, {_count(j.events, 'event')}"
     if j.torn_lines or j.bad_lines:
         read_note += f", {_count(j.torn_lines + j.bad_lines, 'line')} skipped"
-    out: list[Section] = [(f"Run ({read_note})", ("", "value"), run_rows, (1,))]
+    out: list[Section] = [(f"Run ({read_note})", ("", ""), run_rows, (1,))]
 
     headers = [result.group_by, "chunks", "done", "failed", "unfinished", "success", "tokens"]
     if result.cost is not None:
@@ -448,7 +448,7 @@ def render_rich(result: RunStats, stream: TextIO) -> None:
     console = Console(file=stream)
     for title, headers, rows, right in sections(result):
         console.print(Text(title, style="bold"))
-        table = Table()
+        table = Table(show_header=any(headers))
         for i, header in enumerate(headers):
             table.add_column(Text(header), justify="right" if i in right else "left")
         for row in rows:
