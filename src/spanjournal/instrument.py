@@ -34,12 +34,13 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, ParamSpec, TypeAlias, TypeVar, cast, overload
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
@@ -61,6 +62,9 @@ Arg: TypeAlias = "T | Callable[..., T | None]"
 
 _ERROR = StatusCode.ERROR
 _CLIENT = SpanKind.CLIENT
+_CHUNK_ID = semconv.CHUNK_ID
+_SESSION_ID = semconv.SESSION_ID
+_ERROR_TYPE = semconv.ERROR_TYPE
 _INPUT_TOKENS = semconv.GEN_AI_INPUT_TOKENS
 _OUTPUT_TOKENS = semconv.GEN_AI_OUTPUT_TOKENS
 _time_ns = time.time_ns
@@ -142,6 +146,11 @@ class DispatchHandle:
         "span",
     )
 
+    _context_token: Token[Context]
+    _current_token: Token[DispatchHandle | None]
+    _start_ns: int
+    _parent_span_id: int | None
+
     def __init__(self, chunk_id: str, runtime: _Runtime) -> None:
         self.chunk_id = chunk_id
         #: The OpenTelemetry span (a non-recording one when the sampler dropped it).
@@ -219,21 +228,12 @@ class DispatchHandle:
 
     # -- lifecycle (used by the decorator and DispatchSpan) ------------------------
 
-    def _start(self, name: str, attributes: dict[str, AttributeValue], strict: bool) -> None:
-        state = _thread_state
-        state.ticket = self
-        try:
-            span = self._runtime.tracer.start_span(name, kind=_CLIENT, attributes=attributes)
-        finally:
-            state.ticket = None
-        self.span = span
-        if not self.journaled:
-            if self.journal_error is None:
-                self._journal_start_myself(span, attributes)
-            if self.journal_error is not None:
-                self._refuse(strict)
-        self._context_token = _attach(_set_span_in_context(span))
-        self._current_token = _current.set(self)
+    def _not_journaled(self, span: trace.Span, attributes: dict[str, AttributeValue], strict: bool) -> None:
+        """No processor journaled the span's start: write it here, or refuse (strict) if that fails."""
+        if self.journal_error is None:
+            self._journal_start_myself(span, attributes)
+        if self.journal_error is not None:
+            self._refuse(strict)
 
     def _journal_start_myself(self, span: trace.Span, attributes: dict[str, AttributeValue]) -> None:
         """No processor saw this span: write the dispatched line through the runtime's processor."""
@@ -291,29 +291,33 @@ class DispatchHandle:
         _detach(self._context_token)
         span = self.span
         out = self._outcome
-        success = self._success
+        if exc is None and self._success:
+            if out:
+                out.pop(_ERROR_TYPE, None)  # error.type describes failures only
+                span.set_attributes(out)  # a no-op on a non-recording span
+            self._ended = True
+            span.end()
+            if self._self_journal and self.journaled:
+                self._journal_end_myself(True, None)
+            return
         error = self._error
         if exc is not None:
-            success = False
             error = str(exc) or type(exc).__name__
             if out is None:
                 out = self._outcome = {}
-            out[semconv.ERROR_TYPE] = type(exc).__name__
-        elif success and out is not None and semconv.ERROR_TYPE in out:
-            del out[semconv.ERROR_TYPE]  # error.type describes failures only
+            out[_ERROR_TYPE] = type(exc).__name__
         if error is not None and len(error) > MAX_ERROR_CHARS:
             error = bound_error(error, MAX_ERROR_CHARS)
         if span.is_recording():
             if out:
                 span.set_attributes(out)
-            if not success:
-                if exc is not None:
-                    span.record_exception(exc, escaped=True)
-                span.set_status(Status(_ERROR, error))
+            if exc is not None:
+                span.record_exception(exc, escaped=True)
+            span.set_status(Status(_ERROR, error))
         self._ended = True
         span.end()
         if self._self_journal and self.journaled:
-            self._journal_end_myself(success, error)
+            self._journal_end_myself(False, error)
 
     def _journal_end_myself(self, success: bool, error: str | None) -> None:
         processor = self._runtime.processor
@@ -541,25 +545,39 @@ class _Spec:
         """Resolve this call's attributes and start its span (strict: raise if not journaled)."""
         runtime = _active or _runtime()
         chunk_id = self.chunk_id
-        if not isinstance(chunk_id, str):
-            chunk_id = _check_chunk_id(chunk_id(args, kwargs))
+        if type(chunk_id) is not str:
+            chunk_id = cast(_Resolver, chunk_id)(args, kwargs)
+            if type(chunk_id) is not str or not chunk_id:
+                chunk_id = _check_chunk_id(chunk_id)
         attributes = self.attributes.copy()
-        for key, resolve, check in self.dynamic:
-            value = resolve(args, kwargs)
-            if value is None:
-                continue
-            if key:
-                attributes[key] = check(key.rsplit(".", 1)[-1], value)
-            else:
-                attributes.update(check("attributes", value))
-        attributes[semconv.CHUNK_ID] = chunk_id
-        if runtime.session_id:
-            attributes[semconv.SESSION_ID] = runtime.session_id
+        if self.dynamic:
+            for key, resolve, check in self.dynamic:
+                value = resolve(args, kwargs)
+                if value is None:
+                    continue
+                if key:
+                    attributes[key] = check(key.rsplit(".", 1)[-1], value)
+                else:
+                    attributes.update(check("attributes", value))
+        attributes[_CHUNK_ID] = chunk_id
+        session_id = runtime.session_id
+        if session_id:
+            attributes[_SESSION_ID] = session_id
         name = self.name
         if name is None:
             name = semconv.span_name(cast("str | None", attributes.get(semconv.GEN_AI_AGENT_NAME)))
         handle = DispatchHandle(chunk_id, runtime)
-        handle._start(name, attributes, self.strict)
+        state = _thread_state
+        state.ticket = handle
+        try:
+            span = runtime.tracer.start_span(name, kind=_CLIENT, attributes=attributes)
+        finally:
+            state.ticket = None
+        handle.span = span
+        if not handle.journaled:
+            handle._not_journaled(span, attributes, self.strict)
+        handle._context_token = _attach(_set_span_in_context(span))
+        handle._current_token = _current.set(handle)
         return handle
 
 
@@ -570,7 +588,9 @@ class _DispatchDecorator:
     """``@dispatch(...)``: turns a sync or async function into a journaled dispatch."""
 
     def __init__(self, kwargs: dict[str, Any]) -> None:
-        constants = {k: None if callable(v) and not isinstance(v, os.PathLike) else v for k, v in kwargs.items()}
+        constants: dict[str, Any] = {
+            k: None if callable(v) and not isinstance(v, os.PathLike) else v for k, v in kwargs.items()
+        }
         if constants["chunk_id"] is None and kwargs["chunk_id"] is not None:
             constants["chunk_id"] = "checked-when-called"
         _Spec(target=None, **constants)  # check the constants now, at decoration

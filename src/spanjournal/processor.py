@@ -282,6 +282,8 @@ class JournalSpanProcessor(SpanProcessor):
         self._agent_spans: set[int] = set()
         self._resource: Resource | None = None
         self._service_name: str | None = None
+        self._tails: dict[tuple[Any, ...], bytes] = {}
+        self._completion_tail: tuple[object, bytes] = (None, b"")
         with _live_lock:
             _live[:] = [r for r in _live if (p := r()) is not None and not p.is_shutdown]
             _live.append(weakref.ref(self))
@@ -441,6 +443,19 @@ class JournalSpanProcessor(SpanProcessor):
     ) -> bytes:
         get = attributes.get
         session = get(_SESSION_ID)
+        task = get(_TASK_DESCRIPTION)
+        batch = get(_BATCH)
+        agent = get(_AGENT)
+        items = get(_ITEMS_ASSIGNED)
+        output_file = get(_OUTPUT_FILE)
+        # The fields that repeat from dispatch to dispatch are encoded once per distinct set.
+        key = (task, batch, agent, items, service_name, self_identity())
+        try:
+            tail = self._tails[key]
+        except KeyError:
+            tail = self._dispatch_tail(key)
+        except TypeError:  # an unhashable attribute value
+            tail = self._dispatch_tail(key, keep=False)
         event: dict[str, Any] = {
             "v": SCHEMA_VERSION,
             "event": DISPATCHED,
@@ -448,45 +463,52 @@ class JournalSpanProcessor(SpanProcessor):
             "session_id": (session if type(session) is str else _str_or_none(session)) or self.session_id,
             "chunk_id": chunk_id,
         }
-        known = 0 if session is None else 1
-        value = get(_TASK_DESCRIPTION)
-        if value is not None:
-            event["task_description"] = value if type(value) is str else str(value)
-            known += 1
-        value = get(_OUTPUT_FILE)
-        if value is not None:
-            event["output_file"] = value if type(value) is str else str(value)
-            known += 1
-        value = get(_BATCH)
-        if value is not None:
-            event["batch"] = value if type(value) is str else str(value)
-            known += 1
-        value = get(_AGENT)
-        if value is not None:
-            event["agent"] = value if type(value) is str else str(value)
-            known += 1
-        value = get(_ITEMS_ASSIGNED)
-        if value is not None:
-            if type(value) is int:
-                event["items_assigned"] = value
-            known += 1
+        if output_file is not None:
+            event["output_file"] = output_file if type(output_file) is str else str(output_file)
         event["trace_id"] = trace_id.to_bytes(16, "big").hex()
         event["span_id"] = span_id.to_bytes(8, "big").hex()
         if parent_span_id:
             event["parent_span_id"] = parent_span_id.to_bytes(8, "big").hex()
-        host, pid, proc_start = self_identity()
-        event["host"] = host
-        event["pid"] = pid
-        if proc_start is not None:
-            event["proc_start"] = proc_start
-        if service_name is not None:
-            event["service_name"] = service_name
-        known += (_CHUNK_ID in attributes) + (_OPERATION in attributes)
+        known = (
+            (session is not None)
+            + (task is not None)
+            + (batch is not None)
+            + (agent is not None)
+            + (items is not None)
+            + (output_file is not None)
+            + (_CHUNK_ID in attributes)
+            + (_OPERATION in attributes)
+        )
         if len(attributes) > known:
             extra = {k: v for k, v in attributes.items() if k not in _KNOWN_START_KEYS}
             if extra:
                 event["attrs"] = extra
-        return _encode(event) + b"\n"
+        return _encode(event)[:-1] + tail
+
+    def _dispatch_tail(self, key: tuple[Any, ...], keep: bool = True) -> bytes:
+        """``,"task_description":…,"host":…}\n``: the end of a dispatched line for these values."""
+        task, batch, agent, items, service_name, (host, pid, proc_start) = key
+        fields: dict[str, Any] = {}
+        if task is not None:
+            fields["task_description"] = _str_or_none(task)
+        if batch is not None:
+            fields["batch"] = _str_or_none(batch)
+        if agent is not None:
+            fields["agent"] = _str_or_none(agent)
+        if type(items) is int:
+            fields["items_assigned"] = items
+        fields["host"] = host
+        fields["pid"] = pid
+        if proc_start is not None:
+            fields["proc_start"] = proc_start
+        if service_name is not None:
+            fields["service_name"] = service_name
+        tail = b"," + _encode(fields)[1:] + b"\n"
+        if keep:
+            if len(self._tails) >= _TAIL_CACHE_SIZE:
+                self._tails.clear()
+            self._tails[key] = tail
+        return tail
 
     def _completion_line(
         self,
@@ -532,10 +554,12 @@ class JournalSpanProcessor(SpanProcessor):
             event["duration_ms"] = (end_ns - start_ns) / 1e6
         event["trace_id"] = trace_id.to_bytes(16, "big").hex()
         event["span_id"] = span_id.to_bytes(8, "big").hex()
-        host, pid, _ = self_identity()
-        event["host"] = host
-        event["pid"] = pid
-        return _encode(event) + b"\n"
+        identity = self_identity()
+        cached = self._completion_tail
+        if cached[0] is not identity:
+            tail = b"," + _encode({"host": identity[0], "pid": identity[1]})[1:] + b"\n"
+            cached = self._completion_tail = (identity, tail)
+        return _encode(event)[:-1] + cached[1]
 
     def write(self, line: bytes, what: str, chunk_id: object) -> BaseException | None:
         """Append one line; return the error instead of raising it (it is logged and counted)."""
@@ -606,6 +630,7 @@ _TOKENS_USED = semconv.TOKENS_USED
 _INPUT_TOKENS = semconv.GEN_AI_INPUT_TOKENS
 _OUTPUT_TOKENS = semconv.GEN_AI_OUTPUT_TOKENS
 _encode = msgspec.json.Encoder().encode
+_TAIL_CACHE_SIZE = 1024
 
 
 def _str_or_none(value: object) -> str | None:
