@@ -289,7 +289,7 @@ def test_sampled_out_dispatches_are_journaled_by_the_decorator() -> None:
     assert all(e["session_id"] == "test-session" for e in events)
     assert events[2]["span_id"] == d3["span_id"] and events[2]["output_tokens"] == 7
     assert events[5]["success"] is False and events[5]["error_type"] == "RuntimeError"
-    assert events[0]["task_description"] == "t"
+    assert events[0]["task_description"] == "t" and events[0]["service_name"] == "spanjournal-test"
     assert int(d1["trace_id"], 16) and int(d1["span_id"], 16)
 
 

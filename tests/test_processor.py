@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -371,3 +372,26 @@ def test_journal_file_lines_read_back_through_the_ledger(tmp_path: Path) -> None
     assert ledger.state("open") is ChunkState.RUNNING, "this very process is alive"
     span.end()
     assert read_ledger(path).state("open") is ChunkState.DONE
+
+
+@pytest.mark.integration
+def test_a_forked_child_writes_its_own_pid(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    s = Setup(Journal(path, durability="flush"))
+    with s.tracer.start_as_current_span("x", attributes={semconv.CHUNK_ID: "parent"}):
+        pass
+    pid = os.fork()
+    if pid == 0:  # the child: journal one dispatch, then leave without running any cleanup
+        code = 1
+        try:
+            with s.tracer.start_as_current_span("x", attributes={semconv.CHUNK_ID: "child"}):
+                pass
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    lines = [msgspec.json.decode(line) for line in path.read_bytes().splitlines()]
+    pids = {(e["chunk_id"], e["event"]): e["pid"] for e in lines}
+    assert pids[("parent", "subagent_dispatched")] == pids[("parent", "subagent_completed")] == os.getpid()
+    assert pids[("child", "subagent_dispatched")] == pids[("child", "subagent_completed")] == pid

@@ -279,7 +279,7 @@ class Spanjournal:
         self._owns_journal = owns_journal
         self._owns_provider = owns_provider
         self._export_processors = export_processors
-        self._runtime = instrument._Runtime(self.tracer, processor, session_id)
+        self._runtime = instrument._Runtime(self.tracer, processor, session_id, self.service_name)
         self._lock = threading.Lock()
         self._shut = False
         atexit.register(self._shutdown_at_exit)

@@ -76,12 +76,19 @@ _set_span_in_context = trace.set_span_in_context
 class _Runtime:
     """What a dispatch needs: the tracer to start spans with, and the journal to fall back on."""
 
-    __slots__ = ("processor", "session_id", "tracer")
+    __slots__ = ("processor", "service_name", "session_id", "tracer")
 
-    def __init__(self, tracer: trace.Tracer, processor: JournalSpanProcessor | None, session_id: str | None) -> None:
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        processor: JournalSpanProcessor | None,
+        session_id: str | None,
+        service_name: str | None = None,
+    ) -> None:
         self.tracer = tracer
         self.processor = processor
         self.session_id = session_id
+        self.service_name = service_name
 
 
 _active: _Runtime | None = None
@@ -258,6 +265,7 @@ class DispatchHandle:
             span_id=context.span_id,
             parent_span_id=self._parent_span_id,
             attributes=attributes,
+            service_name=self._runtime.service_name,
         )
         error = processor.write(line, "dispatched", self.chunk_id)
         if error is None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 import weakref
 from collections.abc import Mapping
 from datetime import datetime, timezone, tzinfo
@@ -232,7 +233,7 @@ class JournalSpanProcessor(SpanProcessor):
     in is flushed at shutdown and left open for its owner to close.
 
     ``session_id`` is written on every event (a span attribute
-    ``spanjournal.session_id`` overrides it); ``tz`` is the time zone of the
+    ``spanjournal.session_id`` overrides it; default: a new UUID); ``tz`` is the time zone of the
     ``ts`` field (default: local). ``journal_agent_spans`` also journals
     spans of other instrumentations that carry ``gen_ai.operation.name =
     "invoke_agent"`` at start; their chunk id is the attribute named by
@@ -265,7 +266,7 @@ class JournalSpanProcessor(SpanProcessor):
         else:
             self.journal = journal
             self._owns_journal = False
-        self.session_id = session_id or ""
+        self.session_id = session_id or str(uuid.uuid4())
         self.timestamps = TimestampFormatter(tz)
         #: Formats nanoseconds since the epoch as the journal's ``ts``.
         self.format_ts = self.timestamps.format
@@ -600,8 +601,16 @@ class JournalSpanProcessor(SpanProcessor):
         return exc
 
 
-def _no_attributes(key: str) -> None:
-    return None
+def _after_fork_in_child() -> None:
+    global _live_lock
+    _live_lock = threading.Lock()
+    for ref in _live:
+        processor = ref()
+        if processor is not None:
+            processor._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _EMPTY: Mapping[str, Any] = {}
