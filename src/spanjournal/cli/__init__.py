@@ -1,4 +1,4 @@
-"""The ``spanjournal`` command line: ``pending``, ``reconcile``, ``stats``, ...
+"""The ``spanjournal`` command line: ``pending``, ``reconcile``, ``stats``, ``export``.
 
 Subcommands are modules listed in :data:`SUBCOMMANDS`. Adding one is one
 line there, and a module that provides:
@@ -40,13 +40,14 @@ SUBCOMMANDS: dict[str, str] = {
 DESCRIPTION = """\
 Answer questions about a run from its journal: what must be retried
 (pending), which unfinished chunks already wrote valid outputs (reconcile),
-and how the run went (stats)."""
+how the run went (stats); and send it to a tracing backend (export)."""
 
 EPILOG = """\
 examples:
   spanjournal pending runs/bench.jsonl
   spanjournal reconcile runs/bench.jsonl --apply
   spanjournal stats runs/bench.jsonl --price-per-1k-tokens 0.003
+  spanjournal export runs/bench.jsonl --only unfinished
 
 Run `spanjournal COMMAND --help` for a command's options and examples.
 """
