@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -338,7 +340,6 @@ def test_resolve_tz() -> None:
 
 
 def test_local_time_zone_follows_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    import time
 
     monkeypatch.setenv("TZ", "Asia/Kuala_Lumpur")
     time.tzset()
@@ -389,8 +390,14 @@ def test_a_forked_child_writes_its_own_pid(tmp_path: Path) -> None:
             code = 0
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done == (0, 0):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
     lines = [msgspec.json.decode(line) for line in path.read_bytes().splitlines()]
     pids = {(e["chunk_id"], e["event"]): e["pid"] for e in lines}
     assert pids[("parent", "subagent_dispatched")] == pids[("parent", "subagent_completed")] == os.getpid()

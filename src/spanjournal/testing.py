@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spanjournal._schema import Completed, Dispatched, Event, RunPlanned, UnknownEvent, decode_line, encode
-from spanjournal.journal import JournalWriteError
+from spanjournal.journal import Durability, JournalWriteError
 from spanjournal.ledger import ChunkState, Ledger, read_ledger
 
 if TYPE_CHECKING:
@@ -369,7 +369,7 @@ def simulate_fanout(
     hang: Collection[str] = (),
     outputs: str | os.PathLike[str] | None = None,
     markers: str | os.PathLike[str] | None = None,
-    durability: str = "fsync",
+    durability: Durability = "fsync",
     session_id: str | None = None,
     service_name: str = "spanjournal-fanout",
     exporter: str = "none",
@@ -395,7 +395,7 @@ def simulate_fanout(
 
     sj = spanjournal.configure(
         journal=journal,
-        durability=durability,  # type: ignore[arg-type]
+        durability=durability,
         session_id=session_id,
         service_name=service_name,
         exporter=exporter,
