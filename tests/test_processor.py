@@ -340,7 +340,6 @@ def test_resolve_tz() -> None:
 
 
 def test_local_time_zone_follows_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-
     monkeypatch.setenv("TZ", "Asia/Kuala_Lumpur")
     time.tzset()
     try:
