@@ -44,6 +44,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
+from opentelemetry.util.types import AttributeValue
 
 import spanjournal
 from spanjournal import Completed, Dispatched, Journal, config
@@ -73,7 +74,7 @@ def plain_runner(with_attributes: bool) -> Callable[[int], None]:
         return bare
 
     def with_attrs(i: int) -> None:
-        attributes = {
+        attributes: dict[str, AttributeValue] = {
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": "router",
             "spanjournal.task_description": "Route prompt to expected skill",
@@ -170,7 +171,7 @@ def naive_runner(journal_path: Path) -> tuple[Callable[[int], None], Journal]:
 
     def naive_dispatch(func: Callable[[int], None]) -> Callable[[int], None]:
         def run(i: int) -> None:
-            attributes = {
+            attributes: dict[str, AttributeValue] = {
                 "gen_ai.operation.name": "invoke_agent",
                 "gen_ai.agent.name": "router",
                 "spanjournal.task_description": "Route prompt to expected skill",
@@ -228,12 +229,12 @@ def main(argv: list[str] | None = None) -> int:
 
         samples: dict[str, list[float]] = {name: [] for name in runners}
         counter = 0
-        for run, n, sj in runners.values():  # warm up
-            time_per_call(run, n * 5, counter, sj)
+        for run, n, active in runners.values():  # warm up
+            time_per_call(run, n * 5, counter, active)
             counter += 1_000_000
         for _ in range(rounds):
-            for name, (run, n, sj) in runners.items():
-                samples[name].append(time_per_call(run, n, counter, sj))
+            for name, (run, n, active) in runners.items():
+                samples[name].append(time_per_call(run, n, counter, active))
                 counter += 1_000_000
         config._activate(None)
         for configured_sj in configured:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
@@ -36,8 +35,8 @@ def test_200_concurrent_async_dispatches_some_raising() -> None:
                 raise AgentError(f"agent {n} failed")
             return n
 
-        async def main() -> list[Any]:
-            return await asyncio.gather(*(agent(n) for n in range(200)), return_exceptions=True)
+        async def main() -> list[int | BaseException]:
+            return list(await asyncio.gather(*(agent(n) for n in range(200)), return_exceptions=True))
 
         results = asyncio.run(main())
         spans = cap.spans()

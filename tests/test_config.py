@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -28,7 +29,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith(("OTEL_", "SPANJOURNAL_")):
             monkeypatch.delenv(name)
     # The global tracer provider can be set once per process: leave it to the child-process tests.
-    monkeypatch.setattr(config.trace, "set_tracer_provider", lambda provider: None)
+    monkeypatch.setattr(otel_trace, "set_tracer_provider", lambda provider: None)
     previous = config._activate(None)
     yield
     current = config.current()

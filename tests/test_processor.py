@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from spanjournal import Journal, JournalWriteError, semconv
 from spanjournal._process import self_identity
@@ -35,7 +36,7 @@ from spanjournal.processor import (
 )
 from spanjournal.testing import MemoryJournal
 
-START_ATTRIBUTES = {
+START_ATTRIBUTES: dict[str, AttributeValue] = {
     semconv.GEN_AI_OPERATION_NAME: semconv.INVOKE_AGENT,
     semconv.GEN_AI_AGENT_NAME: "router",
     semconv.CHUNK_ID: "batch-3-case-027",
@@ -153,7 +154,10 @@ def test_other_spans_pass_through_untouched(setup: Setup) -> None:
 
 
 def test_third_party_agent_spans_are_journaled_only_when_asked() -> None:
-    agent_attrs = {semconv.GEN_AI_OPERATION_NAME: semconv.INVOKE_AGENT, "gen_ai.agent.id": "agent-7"}
+    agent_attrs: dict[str, AttributeValue] = {
+        semconv.GEN_AI_OPERATION_NAME: semconv.INVOKE_AGENT,
+        "gen_ai.agent.id": "agent-7",
+    }
     off = Setup(MemoryJournal())
     with off.tracer.start_as_current_span("invoke_agent other", attributes=agent_attrs):
         pass
@@ -181,7 +185,8 @@ def test_third_party_agent_spans_are_journaled_only_when_asked() -> None:
 
 
 def test_extra_start_attributes_are_kept_under_attrs(setup: Setup) -> None:
-    attrs = {**START_ATTRIBUTES, "app.model": "gpt-x", "app.retries": 2, "app.tags": ("a", "b")}
+    extra: dict[str, AttributeValue] = {"app.model": "gpt-x", "app.retries": 2, "app.tags": ("a", "b")}
+    attrs = {**START_ATTRIBUTES, **extra}
     with setup.tracer.start_as_current_span("x", attributes=attrs):
         pass
     assert setup.lines()[0]["attrs"] == {"app.model": "gpt-x", "app.retries": 2, "app.tags": ["a", "b"]}
@@ -191,7 +196,7 @@ def test_extra_start_attributes_are_kept_under_attrs(setup: Setup) -> None:
 
 
 def test_attribute_values_of_other_types_are_written_as_the_schema_types_them(setup: Setup) -> None:
-    attrs = {
+    attrs: dict[str, AttributeValue] = {
         semconv.CHUNK_ID: 42,
         semconv.TASK_DESCRIPTION: 7,
         semconv.ITEMS_ASSIGNED: "three",
