@@ -171,7 +171,7 @@ class TimestampFormatter:
         if not 0 <= micros < 1_000_000:
             last = self._second(ns // 1_000_000_000)
             micros = (ns - last[0]) // 1000
-        return last[1] + _DIGITS3[micros // 1000] + _DIGITS3[micros % 1000] + last[2]
+        return f"{last[1]}{_DIGITS3[micros // 1000]}{_DIGITS3[micros % 1000]}{last[2]}"
 
     def _second(self, sec: int) -> tuple[int, str, str]:
         parts = self._cache.get(sec)
