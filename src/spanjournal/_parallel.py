@@ -255,6 +255,7 @@ def _merge(ledger: Ledger, s: _Summary, line_base: dict[str, int]) -> None:
     stats.bad_lines += s.bad_lines
     stats.unknown_events += s.unknown_events
 
+    ledger._not_done_ids = None
     latest = ledger._latest
     ledger._maybe_undispatched.update(dict.fromkeys(filterfalse(latest.__contains__, s.maybe_undispatched)))
     latest.update(dict.fromkeys(s.seen))

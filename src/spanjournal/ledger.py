@@ -181,6 +181,7 @@ class Ledger:
         self._attempts: dict[str, list[Any]] | None = {} if keep_attempts and detail else None
         self._alive: dict[tuple[Any, Any, Any], bool] = {}
         self._synthetic = 0
+        self._not_done_ids: list[str] | None = None
 
     @property
     def issues(self) -> list[ReadIssue]:
@@ -205,12 +206,14 @@ class Ledger:
         return [c for c in self.planned if c not in latest and c not in done and c not in failures]
 
     def _not_done(self) -> list[str]:
-        """Chunk ids without a success, in ledger order."""
-        done = self._done
-        ids = list(filterfalse(done.__contains__, self._latest))
-        ids.extend(filterfalse(done.__contains__, self._undispatched()))
-        ids.extend(self._only_planned())
-        return ids
+        """Chunk ids without a success, in ledger order (kept once computed)."""
+        if self._not_done_ids is None:
+            done = self._done
+            ids = list(filterfalse(done.__contains__, self._latest))
+            ids.extend(filterfalse(done.__contains__, self._undispatched()))
+            ids.extend(self._only_planned())
+            self._not_done_ids = ids
+        return self._not_done_ids
 
     def state(self, chunk_id: str) -> ChunkState:
         """The state of one chunk; ``KeyError`` for a chunk the ledger does not know."""
@@ -258,7 +261,7 @@ class Ledger:
             yield self[chunk_id]
 
     def __len__(self) -> int:
-        return len(self.chunk_ids())
+        return len(self._latest) + len(self._undispatched()) + len(self._only_planned())
 
     def pending(self, states: Iterable[ChunkState | str] = PENDING_STATES) -> list[str]:
         """The chunk ids to retry (by default), in first-dispatch order."""
@@ -285,6 +288,7 @@ class Ledger:
 
     def _add(self, events: list[Any]) -> None:
         """Fold one batch of events, in file order."""
+        self._not_done_ids = None
         ds = [e for e in events if e.kind == 1]
         cs = [e for e in events if e.kind == 2]
         if len(ds) + len(cs) != len(events):
@@ -294,7 +298,7 @@ class Ledger:
         d_ids = list(map(_chunk_id, ds))
         d_spans = list(map(_span_id, ds))
         c_spans = list(map(_span_id, cs))
-        if None in d_spans or None in c_spans or "" in d_spans or "" in c_spans:
+        if not (all(d_spans) and all(c_spans)):  # a span id missing (None) or empty
             self._add_in_order(events)
             return
         self._latest.update(zip(d_ids, ds))
@@ -356,6 +360,7 @@ class Ledger:
                 self._plan(e.chunk_ids)
 
     def _plan(self, chunk_ids: Iterable[str]) -> None:
+        self._not_done_ids = None
         self.planned.update(dict.fromkeys(chunk_ids))
 
 

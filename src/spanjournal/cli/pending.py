@@ -128,14 +128,13 @@ def select(ledger: Ledger, wanted: Iterable[ChunkState]) -> tuple[list[str], dic
     wanted = frozenset(wanted)
     counts = dict.fromkeys(ChunkState, 0)
     ids = []
+    counts.update(ledger.counts())
     state = ledger.state
-    not_done = ledger.pending(NOT_DONE_STATES)
-    for cid in not_done:
-        s = state(cid)
-        counts[s] += 1
-        if s in wanted:
+    if ChunkState.DONE in wanted:
+        return ledger.pending(wanted), counts
+    for cid in ledger.pending(NOT_DONE_STATES):
+        if state(cid) in wanted:
             ids.append(cid)
-    counts[ChunkState.DONE] = len(ledger) - len(not_done)
     return ids, counts
 
 
