@@ -64,7 +64,7 @@ KILL_POINTS: dict[str, Callable[[Path], dict[str, object]]] = {
     "after 1 dispatch": lambda j: {"kill_when": dispatched_at_least(j, 1)},
     "after 17 dispatches": lambda j: {"kill_when": dispatched_at_least(j, 17)},
     "after 50 dispatches": lambda j: {"kill_when": dispatched_at_least(j, 50)},
-    "after 90 dispatches": lambda j: {"kill_when": dispatched_at_least(j, 90)},
+    "after 80 dispatches": lambda j: {"kill_when": dispatched_at_least(j, 80)},
     "0.1 s after the first dispatch": lambda j: {"kill_when": seconds_after_first_dispatch(j, 0.1)},
 }
 
