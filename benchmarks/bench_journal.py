@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from spanjournal import Journal  # noqa: E402
-from spanjournal._schema import Dispatched, encode  # noqa: E402
+from spanjournal import Journal
+from spanjournal._schema import Dispatched, encode
 
 LINE = encode(
     Dispatched(

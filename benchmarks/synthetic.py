@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from spanjournal._schema import Completed, Dispatched, encode  # noqa: E402
+from spanjournal._schema import Completed, Dispatched, encode
 
 
 def write_journal(path: Path, events: int, seed: int = 7) -> dict[str, int]:

@@ -260,8 +260,10 @@ def _merge(ledger: Ledger, s: _Summary, line_base: dict[str, int]) -> None:
     ledger._maybe_undispatched.update(dict.fromkeys(filterfalse(latest.__contains__, s.maybe_undispatched)))
     latest.update(dict.fromkeys(s.seen))
     latest.update(zip(map(_chunk_id, s.open_dispatches), s.open_dispatches))
-    ledger._done.update(s.done)
-    ledger._completed.update(s.failed_spans)  # type: ignore[arg-type]
+    done, failed_spans = ledger._done, ledger._completed
+    assert isinstance(done, set) and isinstance(failed_spans, set), "a states-only ledger"
+    done.update(s.done)
+    failed_spans.update(s.failed_spans)
     for f in s.failures:
         ledger._failures[f.chunk_id] = f
     ledger._plan(s.planned)
