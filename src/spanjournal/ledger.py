@@ -263,6 +263,15 @@ class Ledger:
     def __len__(self) -> int:
         return len(self._latest) + len(self._undispatched()) + len(self._only_planned())
 
+    def completions(self) -> Iterable[Completed]:
+        """Every completion read (one per span id), for totals over all attempts.
+
+        Needs a ledger read with ``detail=True`` (the default); a states-only
+        ledger has none to give.
+        """
+        completed = self._completed
+        return completed.values() if isinstance(completed, dict) else ()
+
     def pending(self, states: Iterable[ChunkState | str] = PENDING_STATES) -> list[str]:
         """The chunk ids to retry (by default), in first-dispatch order."""
         wanted = {ChunkState(s) for s in states}

@@ -155,7 +155,7 @@ def _price(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     group_of = grouper(args.group_by)
-    read = read_journals(args.journals, detail=True, keep_attempts=True)
+    read = read_journals(args.journals, detail=True, keep_attempts=False)
     root = Path(args.root) if args.root is not None else read.files[0].parent
     result = compute(read.ledger, group_of, group_by=args.group_by, price=args.price_per_1k_tokens, root=root)
     if args.json:
@@ -208,9 +208,10 @@ def compute(
     missing: list[MissingOutput] = []
     outputs = OutputFiles(root) if root is not None else None
     done = ChunkState.DONE
+    group_of_chunk: dict[str, str] = {}
     for chunk in ledger:
         state = chunk.state
-        name = group_of(chunk)
+        name = group_of_chunk[chunk.chunk_id] = group_of(chunk)
         counts = states.get(name)
         if counts is None:
             counts = states[name] = dict.fromkeys(ChunkState, 0)
@@ -220,18 +221,19 @@ def compute(
         attempts += n
         dispatched += n > 0
         retried += n > 1
-        tokens = 0
-        for c in chunk.completions():
-            tokens += c.tokens_used if c.tokens_used is not None else (c.input_tokens or 0) + (c.output_tokens or 0)
-            if c.duration_ms is not None and not c.reconciled:
-                durations.append(c.duration_ms)
-            if not c.success:
-                failures[c.error_type or "(none)"] += 1
-        tokens_by_group[name] += tokens
         if outputs is not None and state is done:
             output = chunk.output_file
             if output and not outputs.exists(output):
                 missing.append(MissingOutput(chunk_id=chunk.chunk_id, output_file=output))
+    for c in ledger.completions():
+        name = group_of_chunk[c.chunk_id]
+        tokens_by_group[name] += c.tokens_used if c.tokens_used is not None else (c.input_tokens or 0) + (
+            c.output_tokens or 0
+        )
+        if c.duration_ms is not None and not c.reconciled:
+            durations.append(c.duration_ms)
+        if not c.success:
+            failures[c.error_type or "(none)"] += 1
     groups = {name: _group_stats(name, counts, tokens_by_group[name]) for name, counts in states.items()}
     totals = Totals(attempts=attempts, dispatched=dispatched, retried=retried)
     for group in groups.values():
@@ -277,15 +279,15 @@ class OutputFiles:
         self._listings: dict[str, frozenset[str] | None] = {}
 
     def exists(self, output: str) -> bool:
-        directory, name = os.path.split(os.path.join(self.root, output))
+        relative_dir, _, name = output.rpartition("/")
         try:
-            names = self._listings[directory]
+            names = self._listings[relative_dir]
         except KeyError:
             try:
-                names = frozenset(os.listdir(directory))
+                names = frozenset(os.listdir(os.path.join(self.root, relative_dir)))
             except OSError:
                 names = None
-            self._listings[directory] = names
+            self._listings[relative_dir] = names
         return names is not None and name in names
 
 
