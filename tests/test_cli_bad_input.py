@@ -51,7 +51,7 @@ def without_root_powers() -> list[str]:
     return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=COMMAND_IDS)
+@pytest.mark.parametrize("command", [*COMMANDS, ("spanjournal", "export")], ids=[*COMMAND_IDS, "export"])
 def test_unreadable_journal(command: tuple[str, ...], tmp_path: Path) -> None:
     journal = write_journal(tmp_path / "locked.jsonl", [dispatched("a")])
     journal.chmod(0)
