@@ -19,7 +19,6 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable
-from itertools import filterfalse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +44,6 @@ class _Summary(msgspec.Struct, array_like=True):
     done: list[str]
     failed_spans: list[str]
     failures: list[CompletedState]
-    maybe_undispatched: list[str]
     planned: list[str]
     spanless: bool
     files: list[str]
@@ -196,7 +194,7 @@ def _receive(fd: int) -> _Summary:
 
 
 def _empty(error: str = "") -> _Summary:
-    return _Summary([], [], [], [], [], [], [], False, [], [], 0, 0, 0, 0, 0, [], error)
+    return _Summary([], [], [], [], [], [], False, [], [], 0, 0, 0, 0, 0, [], error)
 
 
 def _fold_part(
@@ -217,7 +215,6 @@ def _fold_part(
         done=list(done),
         failed_spans=list(part_ledger._completed),
         failures=list(part_ledger._failures.values()),
-        maybe_undispatched=part_ledger._undispatched(),
         planned=list(part_ledger.planned),
         spanless=part_ledger._synthetic > 0,
         files=list(lines),
@@ -255,9 +252,8 @@ def _merge(ledger: Ledger, s: _Summary, line_base: dict[str, int]) -> None:
     stats.bad_lines += s.bad_lines
     stats.unknown_events += s.unknown_events
 
-    ledger._not_done_ids = None
+    ledger._not_done_ids = ledger._undispatched_ids = None
     latest = ledger._latest
-    ledger._maybe_undispatched.update(dict.fromkeys(filterfalse(latest.__contains__, s.maybe_undispatched)))
     latest.update(dict.fromkeys(s.seen))
     latest.update(zip(map(_chunk_id, s.open_dispatches), s.open_dispatches))
     done, failed_spans = ledger._done, ledger._completed

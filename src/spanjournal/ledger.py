@@ -174,9 +174,7 @@ class Ledger:
         self._done: dict[str, Any] | set[str] = {} if detail else set()
         # chunk -> its last failure, for chunks that may have no dispatch.
         self._failures: dict[str, Any] = {}
-        # Chunks completed at a point of the file where no dispatch of theirs
-        # had been read: the only ones that may turn out never dispatched.
-        self._maybe_undispatched: dict[str, None] = {}
+        self._undispatched_ids: list[str] | None = None
         self._dispatches: Counter[str] = Counter()
         self._attempts: dict[str, list[Any]] | None = {} if keep_attempts and detail else None
         self._alive: dict[tuple[Any, Any, Any], bool] = {}
@@ -197,9 +195,23 @@ class Ledger:
         return ids
 
     def _undispatched(self) -> list[str]:
-        """Chunks with completions but no dispatch, in the order first seen."""
+        """Chunks with completions but no dispatch: failed ones first, then done ones.
+
+        Worked out when first asked for (it looks at every done chunk), not
+        during the fold; ``pending`` needs only the failed ones.
+        """
+        if self._undispatched_ids is None:
+            latest, done = self._latest, self._done
+            ids = self._undispatched_failures()
+            seen = set(ids)
+            orphans = (c for c in done if c not in latest and c not in seen)
+            ids.extend(orphans if isinstance(done, dict) else sorted(orphans))
+            self._undispatched_ids = ids
+        return self._undispatched_ids
+
+    def _undispatched_failures(self) -> list[str]:
         latest = self._latest
-        return [c for c in self._maybe_undispatched if c not in latest]
+        return [c for c in self._failures if c not in latest]
 
     def _only_planned(self) -> list[str]:
         latest, done, failures = self._latest, self._done, self._failures
@@ -210,7 +222,7 @@ class Ledger:
         if self._not_done_ids is None:
             done = self._done
             ids = list(filterfalse(done.__contains__, self._latest))
-            ids.extend(filterfalse(done.__contains__, self._undispatched()))
+            ids.extend(filterfalse(done.__contains__, self._undispatched_failures()))
             ids.extend(self._only_planned())
             self._not_done_ids = ids
         return self._not_done_ids
@@ -297,7 +309,7 @@ class Ledger:
 
     def _add(self, events: list[Any]) -> None:
         """Fold one batch of events, in file order."""
-        self._not_done_ids = None
+        self._not_done_ids = self._undispatched_ids = None
         ds = [e for e in events if e.kind == 1]
         cs = [e for e in events if e.kind == 2]
         if len(ds) + len(cs) != len(events):
@@ -305,9 +317,7 @@ class Ledger:
                 if e.kind == 3:
                     self._plan(e.chunk_ids)
         d_ids = list(map(_chunk_id, ds))
-        d_spans = list(map(_span_id, ds))
-        c_spans = list(map(_span_id, cs))
-        if not (all(d_spans) and all(c_spans)):  # a span id missing (None) or empty
+        if not (all(map(_span_id, ds)) and all(map(_span_id, cs))):  # a span id missing (None) or empty
             self._add_in_order(events)
             return
         self._latest.update(zip(d_ids, ds))
@@ -327,7 +337,7 @@ class Ledger:
         failures = list(filterfalse(_success, cs))
         if isinstance(completed, dict):
             assert isinstance(done, dict)
-            completed.update(zip(c_spans, cs))
+            completed.update(zip(map(_span_id, cs), cs))
             for e in successes:
                 if e.chunk_id not in done:
                     done[e.chunk_id] = e
@@ -337,10 +347,6 @@ class Ledger:
             done.update(map(_chunk_id, successes))
         for e in failures:
             self._failures[e.chunk_id] = e
-        latest = self._latest
-        early = list(filterfalse(latest.__contains__, map(_chunk_id, cs)))
-        if early:
-            self._maybe_undispatched.update(dict.fromkeys(early))
 
     def _add_in_order(self, events: list[Any]) -> None:
         """The same fold one event at a time, for events without span ids.
@@ -369,7 +375,7 @@ class Ledger:
                 self._plan(e.chunk_ids)
 
     def _plan(self, chunk_ids: Iterable[str]) -> None:
-        self._not_done_ids = None
+        self._not_done_ids = self._undispatched_ids = None
         self.planned.update(dict.fromkeys(chunk_ids))
 
 
