@@ -416,8 +416,11 @@ def simulate_fanout(
             os.write(marker_fd, f"{text}\n".encode())
 
     def write_output(chunk_id: str) -> None:
-        if out_dir is not None:
-            (out_dir / f"{chunk_id}.json").write_text(json.dumps({"chunk_id": chunk_id, "answer": "ok"}))
+        if out_dir is not None:  # whole or not at all: a watcher may kill us as soon as it exists
+            target = out_dir / f"{chunk_id}.json"
+            partial = target.with_name(f".{target.name}.partial")
+            partial.write_text(json.dumps({"chunk_id": chunk_id, "answer": "ok"}))
+            os.replace(partial, target)
 
     @spanjournal.dispatch(
         chunk_id=lambda chunk_id: chunk_id,
@@ -461,7 +464,8 @@ def crash_fanout(
 
     Runs :func:`simulate_fanout` in a child process and SIGKILLs it once
     every chunk outside ``hang`` has a completion and every chunk in
-    ``hang`` is dispatched. Afterwards ``read_ledger(journal)`` reports
+    ``hang`` is dispatched (and, with ``outputs``, has written its output
+    file). Afterwards ``read_ledger(journal)`` reports
     ``hang`` as unfinished, ``fail`` as failed, the rest as done. ``threads``
     defaults to one per chunk so hanging chunks cannot starve the others.
 
@@ -476,6 +480,8 @@ def crash_fanout(
     fanout_kwargs.setdefault("threads", max(1, len(chunk_ids)))
     path = Path(journal)
     settled = {ChunkState.DONE, ChunkState.FAILED}
+    outputs = fanout_kwargs.get("outputs")
+    out_dir = Path(outputs) if outputs is not None else None
 
     def ready() -> bool:
         if not path.exists():
@@ -488,6 +494,8 @@ def crash_fanout(
             if chunk_id in hang_set:
                 if state not in (ChunkState.RUNNING, ChunkState.UNFINISHED):
                     return False
+                if out_dir is not None and not (out_dir / f"{chunk_id}.json").exists():
+                    return False  # a hanging agent writes its output, then blocks
             elif state not in settled:
                 return False
         return True
