@@ -254,6 +254,7 @@ def test_parallel_read_matches_the_sequential_read(tmp_path: Path, monkeypatch) 
         assert got.pending() == expected.pending()
         assert got.counts() == expected.counts()
         assert [(i.line, i.message) for i in got.issues] == [(i.line, i.message) for i in expected.issues]
+        assert [(t.path, t.line) for t in got.stats.torn] == [(str(path), expected.stats.lines)]
         assert (got.stats.events, got.stats.lines, got.stats.torn_tails, got.stats.bytes) == (
             expected.stats.events,
             expected.stats.lines,

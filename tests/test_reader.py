@@ -82,11 +82,20 @@ def test_unterminated_complete_last_line_is_accepted(tmp_path: Path) -> None:
 
 def test_torn_last_line_is_dropped_silently_and_counted(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
-    path.write_bytes(dispatched("a") + dispatched("b")[:20])
+    path.write_bytes(dispatched("a") + b"garbage\n" + dispatched("b")[:20])
     events, stats = read_all(path)
     assert [e.chunk_id for e in events] == ["a"]
     assert stats.torn_tails == 1
-    assert stats.issues == []
+    assert [i.line for i in stats.issues] == [2]  # the torn tail is not an issue ...
+    assert [(t.path, t.line) for t in stats.torn] == [(str(path), 3)]  # ... but where it is, is known
+
+
+def test_a_torn_tail_cut_inside_a_multibyte_character_is_torn_not_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    path.write_bytes(dispatched("a") + b'{"event":"subagent_dispatched","chunk_id":"caf\xc3')
+    events, stats = read_all(path)
+    assert [e.chunk_id for e in events] == ["a"]
+    assert [t.line for t in stats.torn] == [2]
 
 
 @pytest.mark.parametrize("block", [64, 100, 333, 4096])

@@ -54,6 +54,7 @@ class _Summary(msgspec.Struct, array_like=True):
     bad_lines: int
     unknown_events: int
     issues: list[tuple[str, int, str]]
+    torn: list[tuple[str, int, str]]
     error: str = ""
 
 
@@ -194,7 +195,7 @@ def _receive(fd: int) -> _Summary:
 
 
 def _empty(error: str = "") -> _Summary:
-    return _Summary([], [], [], [], [], [], False, [], [], 0, 0, 0, 0, 0, [], error)
+    return _Summary([], [], [], [], [], [], False, [], [], 0, 0, 0, 0, 0, [], [], error)
 
 
 def _fold_part(
@@ -225,6 +226,7 @@ def _fold_part(
         bad_lines=stats.bad_lines,
         unknown_events=stats.unknown_events,
         issues=[(i.path, i.line, i.message) for i in stats.issues],
+        torn=[(i.path, i.line, i.message) for i in stats.torn],
     )
 
 
@@ -242,6 +244,7 @@ def _merge(ledger: Ledger, s: _Summary, line_base: dict[str, int]) -> None:
     for path, line, message in s.issues:
         if len(stats.issues) < stats.max_issues:
             stats.issues.append(ReadIssue(path, line + offsets.get(path, 0), message))
+    stats.torn.extend(ReadIssue(path, line + offsets.get(path, 0), message) for path, line, message in s.torn)
     for path in s.files:
         if not stats.files or stats.files[-1] != path:
             stats.files.append(path)

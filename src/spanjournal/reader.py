@@ -41,6 +41,9 @@ _UNDECODABLE = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError
 _WHITESPACE = b" \t\r"
 
 
+TORN_TAIL = "torn last line skipped (an interrupted write)"
+
+
 class JournalReadError(OSError):
     """A journal path is missing or cannot be read (not: its content is bad)."""
 
@@ -67,6 +70,9 @@ class ReadStats:
     lines: int = 0
     bytes: int = 0
     torn_tails: int = 0
+    #: Where each torn tail was (not an issue: a crash leaves one, and it is
+    #: dropped silently; a command may still name it).
+    torn: list[ReadIssue] = field(default_factory=list)
     bad_lines: int = 0
     unknown_events: int = 0
     issues: list[ReadIssue] = field(default_factory=list)
@@ -228,6 +234,7 @@ def _scan_file(
                     yield [event]
             elif tail:
                 stats.torn_tails += 1
+                stats.torn.append(ReadIssue(name, line_no + 1, TORN_TAIL))
 
 
 def _decode_tail(tail: bytes, line_decoder: LineDecoder) -> Any:

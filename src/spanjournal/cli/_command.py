@@ -121,7 +121,7 @@ def read_journals(
         raise CliError(str(exc)) from None
     finally:
         progress.close()
-    problems = report_read_problems(ledger.stats, files, err, detail=detail)
+    problems = report_read_problems(ledger.stats, files, err)
     return JournalRead(ledger, files, problems)
 
 

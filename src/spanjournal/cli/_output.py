@@ -7,16 +7,12 @@ progress), so stdout stays the command's answer alone. Nothing here imports
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-import msgspec
-
-from spanjournal._schema import decode_line, decode_state_line
-from spanjournal.reader import ReadIssue, ReadStats
+from spanjournal.reader import ReadStats
 
 #: Read problems printed before "... and N more".
 MAX_WARNINGS = 10
@@ -95,57 +91,18 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-def locate_torn_tails(files: Iterable[Path], *, detail: bool = True) -> list[ReadIssue]:
-    """Where the reader's torn tails are: each file whose unterminated last line does not parse.
-
-    The reader drops a torn tail silently and only counts it; the CLI names
-    file and line. Costs one pass over a file only when it has such a tail.
-    """
-    decode = decode_line if detail else decode_state_line
-    out: list[ReadIssue] = []
-    for path in files:
-        try:
-            with open(path, "rb") as f:
-                size = f.seek(0, os.SEEK_END)
-                if not size:
-                    continue
-                f.seek(size - 1)
-                if f.read(1) == b"\n":
-                    continue
-                f.seek(0)
-                newlines = 0
-                tail = b""
-                while block := f.read(8 * _MB):
-                    newlines += block.count(b"\n")
-                    cut = block.rfind(b"\n")
-                    tail = block[cut + 1 :] if cut >= 0 else tail + block
-        except OSError:
-            continue
-        tail = tail.strip(b" \t\r").removeprefix(b"\xef\xbb\xbf")
-        if not tail:
-            continue
-        try:
-            decode(tail)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            out.append(ReadIssue(str(path), newlines + 1, "torn last line skipped (an interrupted write)"))
-    return out
-
-
 def report_read_problems(
     stats: ReadStats,
     files: Sequence[Path],
     stream: TextIO,
     *,
-    detail: bool = True,
     limit: int = MAX_WARNINGS,
 ) -> int:
     """Print skipped and repaired lines as ``file:line: message``, at most ``limit``.
 
     Returns how many problems there were in all.
     """
-    issues = list(stats.issues)
-    if stats.torn_tails:
-        issues.extend(locate_torn_tails(files, detail=detail))
+    issues = [*stats.issues, *stats.torn]
     if not issues and not stats.bad_lines:
         return 0
     order = {str(p): i for i, p in enumerate(files)}
