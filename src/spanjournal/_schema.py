@@ -39,12 +39,6 @@ class _Event(
     ts: str = ""
     session_id: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        """The event as the JSON object it is written as."""
-        out: dict[str, Any] = msgspec.to_builtins(self)
-        out.setdefault("v", self.v)
-        return out
-
 
 class Dispatched(_Event, tag=DISPATCHED):
     """A unit of work is about to run: durable before the agent starts."""

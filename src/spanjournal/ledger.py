@@ -66,11 +66,6 @@ class Attempt:
     dispatch: Dispatched | None
     completion: Completed | None = None
 
-    @property
-    def span_id(self) -> str | None:
-        source = self.dispatch or self.completion
-        return source.span_id if source else None
-
 
 @dataclass(slots=True)
 class Chunk:
