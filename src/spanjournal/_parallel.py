@@ -20,12 +20,12 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from spanjournal._schema import CompletedState, DispatchedState
-from spanjournal.reader import ReadIssue, ReadStats, _scan_file
+from spanjournal._statefold import Failure, OpenDispatch, Segment, Summary, fold_segments, merge, summarize
+from spanjournal.reader import ReadIssue, ReadStats
 
 if TYPE_CHECKING:
     from spanjournal.ledger import Ledger
@@ -35,15 +35,13 @@ PARALLEL_MIN_BYTES = 32 * 1024 * 1024
 #: At most this many processes read at once.
 MAX_WORKERS = 8
 
-Segment = tuple[str, int, int | None]  # path, start offset, stop offset (None: to EOF)
-
 
 class _Summary(msgspec.Struct, array_like=True):
     seen: list[str]
-    open_dispatches: list[DispatchedState]
+    open: list[OpenDispatch]
     done: list[str]
     failed_spans: list[str]
-    failures: list[CompletedState]
+    failures: list[Failure]
     planned: list[str]
     spanless: bool
     files: list[str]
@@ -99,8 +97,6 @@ def read_parallel(
     ledger: Ledger,
     paths: list[Path],
     parts: int,
-    decoder: msgspec.json.Decoder[Any],
-    line_decoder: Callable[[bytes], Any],
     progress: Callable[[int], None] | None,
 ) -> bool:
     """Fold ``paths`` into the empty states-only ``ledger`` with ``parts`` processes.
@@ -118,11 +114,11 @@ def read_parallel(
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
                 os.close(read_fd)
-                _child(part, write_fd, decoder, line_decoder)
+                _child(part, write_fd)
             os.close(write_fd)
             children.append((pid, read_fd))
         report = (lambda n: progress(n * len(segments))) if progress is not None else None
-        line_base = _fold_segments(ledger, segments[0], decoder, line_decoder, report)
+        line_base = fold_segments(ledger, segments[0], report)
         if ledger._synthetic:
             return False
         for _, fd in children:
@@ -141,36 +137,14 @@ def read_parallel(
     return True
 
 
-def _fold_segments(
-    ledger: Ledger,
-    part: list[Segment],
-    decoder: msgspec.json.Decoder[Any],
-    line_decoder: Callable[[bytes], Any],
-    progress: Callable[[int], None] | None,
-) -> dict[str, int]:
-    """Fold the segments of one part into ``ledger``; return the lines read per file."""
-    stats = ledger.stats
-    lines: dict[str, int] = {}
-    for path, start, stop in part:
-        before = stats.lines
-        if not stats.files or stats.files[-1] != path:
-            stats.files.append(path)
-        for batch in _scan_file(Path(path), stats, decoder, line_decoder, progress, start, stop):
-            ledger._add(batch)
-        lines[path] = lines.get(path, 0) + stats.lines - before
-    return lines
-
-
 def _child(
     part: list[Segment],
     fd: int,
-    decoder: msgspec.json.Decoder[Any],
-    line_decoder: Callable[[bytes], Any],
 ) -> None:  # pragma: no cover - runs in the child, reported through the pipe
     code = 0
     try:
         try:
-            data = msgspec.msgpack.encode(_fold_part(part, decoder, line_decoder))
+            data = msgspec.msgpack.encode(_fold_part(part))
         except BaseException as exc:
             data = msgspec.msgpack.encode(_empty(error=f"{type(exc).__name__}: {exc}"))
             code = 1
@@ -200,22 +174,19 @@ def _empty(error: str = "") -> _Summary:
 
 def _fold_part(
     part: list[Segment],
-    decoder: msgspec.json.Decoder[Any],
-    line_decoder: Callable[[bytes], Any],
 ) -> _Summary:
     from spanjournal.ledger import Ledger
 
     stats = ReadStats(max_issues=1000)
     part_ledger = Ledger(stats, detail=False, keep_attempts=False)
-    lines = _fold_segments(part_ledger, part, decoder, line_decoder, None)
-    done = part_ledger._done
-    latest = part_ledger._latest
+    lines = fold_segments(part_ledger, part, None)
+    summary = summarize(part_ledger)
     return _Summary(
-        seen=list(latest),
-        open_dispatches=[d for c, d in latest.items() if c not in done],
-        done=list(done),
-        failed_spans=list(part_ledger._completed),
-        failures=list(part_ledger._failures.values()),
+        seen=summary.seen,
+        open=summary.open,
+        done=summary.done,
+        failed_spans=summary.failed_spans,
+        failures=summary.failures,
         planned=list(part_ledger.planned),
         spanless=part_ledger._synthetic > 0,
         files=list(lines),
@@ -255,18 +226,5 @@ def _merge(ledger: Ledger, s: _Summary, line_base: dict[str, int]) -> None:
     stats.bad_lines += s.bad_lines
     stats.unknown_events += s.unknown_events
 
-    ledger._not_done_ids = ledger._undispatched_ids = None
-    latest = ledger._latest
-    latest.update(dict.fromkeys(s.seen))
-    latest.update(zip(map(_chunk_id, s.open_dispatches), s.open_dispatches))
-    done, failed_spans = ledger._done, ledger._completed
-    assert isinstance(done, set) and isinstance(failed_spans, set), "a states-only ledger"
-    done.update(s.done)
-    failed_spans.update(s.failed_spans)
-    for f in s.failures:
-        ledger._failures[f.chunk_id] = f
+    merge(ledger, Summary(s.seen, s.open, s.done, s.failed_spans, s.failures))
     ledger._plan(s.planned)
-
-
-def _chunk_id(d: DispatchedState) -> str:
-    return d.chunk_id

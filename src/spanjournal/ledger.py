@@ -35,11 +35,10 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from spanjournal._parallel import read_parallel, workers_for
 from spanjournal._process import is_alive
-from spanjournal._schema import Completed, Dispatched, StateEvent, decode_state_line
+from spanjournal._schema import Completed, Dispatched
+from spanjournal._statefold import fold_segments
 from spanjournal.reader import ReadIssue, ReadStats, resolve_paths, scan
 
 
@@ -253,7 +252,7 @@ class Ledger:
         return Chunk(
             chunk_id=chunk_id,
             state=state,
-            attempt_count=self._dispatches.get(chunk_id, 0) if self.detail else int(d is not None),
+            attempt_count=self._dispatches.get(chunk_id, 0) if self.detail else int(chunk_id in self._latest),
             dispatch=d,
             completion=completion,
             success=self._done.get(chunk_id) if isinstance(self._done, dict) else None,
@@ -383,9 +382,6 @@ def _no_completion(span: object) -> None:
     return None
 
 
-_STATE_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(StateEvent)
-
-
 def read_ledger(
     *paths: str | os.PathLike[str],
     expect: Iterable[str] | str | os.PathLike[str] | None = None,
@@ -415,30 +411,34 @@ def read_ledger(
         detail = True
     stats = ReadStats(max_issues=max_issues)
     ledger = Ledger(stats, detail=detail, keep_attempts=keep_attempts)
-    kwargs: dict[str, Any] = {}
-    if not detail:
-        kwargs.update(decoder=_STATE_DECODER, line_decoder=decode_state_line)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the fold makes many objects and no cycles
     try:
-        if not detail and session is None:
-            files = resolve_paths(paths)
-            parts = workers_for(files) if workers is None else workers
-            if parts > 1:
-                if read_parallel(ledger, files, parts, progress=progress, **kwargs):
-                    paths = ()
-                else:
-                    stats = ReadStats(max_issues=max_issues)
-                    ledger = Ledger(stats, detail=detail, keep_attempts=keep_attempts)
-        for batch in scan(paths, stats, progress=progress, **kwargs):
-            if session is not None:
-                batch = [e for e in batch if e.session_id == session]
-            ledger._add(batch)
+        if detail:
+            for batch in scan(paths, stats, progress=progress):
+                if session is not None:
+                    batch = [e for e in batch if e.session_id == session]
+                ledger._add(batch)
+        else:
+            ledger = _read_states(ledger, resolve_paths(paths), workers, progress)
     finally:
         if gc_was_enabled:
             gc.enable()
     if expect is not None:
         ledger._plan(_expected_ids(expect))
+    return ledger
+
+
+def _read_states(
+    ledger: Ledger, files: list[Path], workers: int | None, progress: Callable[[int], None] | None
+) -> Ledger:
+    parts = workers_for(files) if workers is None else workers
+    if parts > 1:
+        if read_parallel(ledger, files, parts, progress):
+            return ledger
+        # Spoiled: read again, in one process, into a new ledger.
+        ledger = Ledger(ReadStats(max_issues=ledger.stats.max_issues), detail=False, keep_attempts=False)
+    fold_segments(ledger, [(str(p), 0, None) for p in files], progress)
     return ledger
 
 

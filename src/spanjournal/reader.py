@@ -120,6 +120,9 @@ def resolve_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 Decoder = msgspec.json.Decoder[Any]
 LineDecoder = Callable[[bytes], Any]
+#: Takes a block of whole lines, ``buf[start:end]``, and the number of lines
+#: before it in the file; consumes the block and returns how many lines it held.
+BlockHandler = Callable[[bytearray, int, int, int], int]
 
 
 def scan(
@@ -157,10 +160,13 @@ def _scan_file(
     progress: Callable[[int], None] | None,
     offset: int = 0,
     stop: int | None = None,
+    handle_block: BlockHandler | None = None,
 ) -> Iterator[list[Any]]:
     """Scan ``path`` from byte ``offset`` (a line start) to ``stop`` (a line end, or EOF).
 
-    Line numbers in reports count from the ``offset``.
+    Line numbers in reports count from the ``offset``. With ``handle_block``,
+    blocks of whole lines go to it rather than to ``decoder``; only an
+    unterminated last line is still decoded and yielded here.
     """
     name = str(path)
     try:
@@ -208,7 +214,11 @@ def _scan_file(
                 line_no = skipping_from
                 skipping_from = 0
                 block_start = first_nl + 1
-            if block_start <= cut:
+            if block_start <= cut and handle_block is not None:
+                lines = handle_block(buf, block_start, cut + 1, line_no)
+                line_no += lines
+                stats.lines += lines
+            elif block_start <= cut:
                 view = memoryview(buf)[block_start : cut + 1]
                 lines = buf.count(b"\n", block_start, cut + 1)
                 yield _decode_block(view, lines, line_no, name, stats, decoder, line_decoder)

@@ -1,0 +1,189 @@
+"""The states-only fold of a ledger (``read_ledger(detail=False)``), fast.
+
+When the C extension :mod:`spanjournal._speedups` is built, blocks of lines
+go straight to its table, which folds every line whose meaning is plain
+without making Python objects, and stops at any other line. That line is
+decoded here, exactly as the pure-Python reader would (reports, unknown
+events, lines without span ids), and its event is folded through the table,
+in file order. At the end the table's summary is merged into the ledger.
+Without the extension (or with ``SPANJOURNAL_PURE_PYTHON=1`` in the
+environment) the reader's own decode and :meth:`Ledger._add` do the work.
+
+Both ways give the same ledger, with one difference: the C fold keeps the
+latest dispatch only of chunks not done (those of done chunks read as
+``None``), as a parallel read already does.
+
+A summary is also what a reader process sends back in a parallel read (see
+:mod:`spanjournal._parallel`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from spanjournal._schema import CompletedState, DispatchedState, StateEvent, decode_state_line
+from spanjournal.reader import _decode_lines_one_by_one, _scan_file
+
+if TYPE_CHECKING:
+    from spanjournal.ledger import Ledger
+
+try:
+    from spanjournal._speedups import Table
+except ImportError:  # pragma: no cover - built wherever a C compiler was found
+    Table = None
+
+#: Decodes blocks of lines into the state-only views (the pure-Python way).
+STATE_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(StateEvent)
+
+#: (chunk_id, span_id, host, pid, proc_start) of a chunk's latest dispatch.
+OpenDispatch = tuple[str, str, "str | None", "int | None", "int | None"]
+#: (chunk_id, span_id) of a chunk's last failure.
+Failure = tuple[str, str]
+
+Segment = tuple[str, int, "int | None"]  # path, start offset, stop offset (None: to EOF)
+
+
+class Summary:
+    """What a states-only fold found, in the form a ledger merges.
+
+    ``seen``: dispatched chunk ids by first dispatch; ``open``: the latest
+    dispatch of each dispatched chunk not done; ``done``: chunks with a
+    success; ``failed_spans``: the span ids of failed completions;
+    ``failures``: each chunk's last failure, by first failure.
+    """
+
+    __slots__ = ("done", "failed_spans", "failures", "open", "seen")
+
+    def __init__(
+        self,
+        seen: list[str],
+        open: list[OpenDispatch],
+        done: list[str],
+        failed_spans: list[str],
+        failures: list[Failure],
+    ) -> None:
+        self.seen = seen
+        self.open = open
+        self.done = done
+        self.failed_spans = failed_spans
+        self.failures = failures
+
+
+def native() -> bool:
+    """Whether the C fold is built and not switched off by ``SPANJOURNAL_PURE_PYTHON``."""
+    return Table is not None and os.environ.get("SPANJOURNAL_PURE_PYTHON", "") in ("", "0")
+
+
+class NativeFold:
+    """Feeds blocks of lines to a C table; lines it stops at are decoded here."""
+
+    def __init__(self, ledger: Ledger, name: str) -> None:
+        assert Table is not None
+        self.table = Table()
+        self.ledger = ledger
+        self.name = name
+
+    def block(self, buf: bytearray, start: int, end: int, line_no: int) -> int:
+        """Fold the lines of ``buf[start:end]``; return how many there were."""
+        feed, stats = self.table.feed, self.ledger.stats
+        lines = 0
+        while start < end:
+            start, folded = feed(buf, start, end)
+            lines += folded
+            stats.events += folded
+            if start < end:  # a line the table left to Python
+                nl = buf.index(b"\n", start, end) + 1
+                line = bytes(buf[start:nl])
+                lines += 1
+                self.add(_decode_lines_one_by_one(line, line_no + lines - 1, self.name, stats, decode_state_line))
+                start = nl
+        return lines
+
+    def add(self, events: Iterable[Any]) -> None:
+        """Fold events decoded in Python, in file order (the ledger's rules for missing span ids)."""
+        table, ledger = self.table, self.ledger
+        for e in events:
+            if e.kind == 1:
+                span = e.span_id or _synthetic(ledger)
+                table.dispatch(e.chunk_id, span, e.host, e.pid, e.proc_start)
+            elif e.kind == 2:
+                span = e.span_id or table.latest_span(e.chunk_id) or _synthetic(ledger)
+                table.complete(e.chunk_id, span, e.success)
+            elif e.kind == 3:
+                ledger._plan(e.chunk_ids)
+
+    def summary(self) -> Summary:
+        return Summary(*self.table.summary())
+
+
+def _synthetic(ledger: Ledger) -> str:
+    ledger._synthetic += 1
+    return f"-{ledger._synthetic}"
+
+
+def fold_segments(
+    ledger: Ledger,
+    segments: list[Segment],
+    progress: Callable[[int], None] | None,
+) -> dict[str, int]:
+    """Fold parts of journal files into the states-only ``ledger``, in order.
+
+    Returns the lines read per file.
+    """
+    decoder = STATE_DECODER
+    stats = ledger.stats
+    lines: dict[str, int] = {}
+    # One table for all segments: a completion without a span id pairs with
+    # its chunk's latest dispatch, which may be in an earlier file.
+    fold = NativeFold(ledger, "") if native() else None
+    for path, start, stop in segments:
+        before = stats.lines
+        if not stats.files or stats.files[-1] != path:
+            stats.files.append(path)
+        if fold is not None:
+            fold.name = path
+            for tail in _scan_file(Path(path), stats, decoder, decode_state_line, progress, start, stop, fold.block):
+                fold.add(tail)
+        else:
+            for batch in _scan_file(Path(path), stats, decoder, decode_state_line, progress, start, stop):
+                ledger._add(batch)
+        lines[path] = lines.get(path, 0) + stats.lines - before
+    if fold is not None:
+        merge(ledger, fold.summary())
+    return lines
+
+
+def summarize(ledger: Ledger) -> Summary:
+    """The summary of a states-only ledger (folded in Python or merged)."""
+    done = ledger._done
+    latest = ledger._latest
+    return Summary(
+        seen=list(latest),
+        open=[(c, d.span_id, d.host, d.pid, d.proc_start) for c, d in latest.items() if c not in done],
+        done=list(done),
+        failed_spans=list(ledger._completed),
+        failures=[(c, f.span_id) for c, f in ledger._failures.items()],
+    )
+
+
+def merge(ledger: Ledger, s: Summary) -> None:
+    """Fold the summary of a later part of the journals into ``ledger``."""
+    ledger._not_done_ids = ledger._undispatched_ids = None
+    latest = ledger._latest
+    latest.update(dict.fromkeys(s.seen))
+    latest.update(
+        (c, DispatchedState(chunk_id=c, span_id=span, host=host, pid=pid, proc_start=proc))
+        for c, span, host, pid, proc in s.open
+    )
+    done, failed_spans = ledger._done, ledger._completed
+    assert isinstance(done, set) and isinstance(failed_spans, set), "a states-only ledger"
+    done.update(s.done)
+    failed_spans.update(s.failed_spans)
+    failures = ledger._failures
+    for c, span in s.failures:
+        failures[c] = CompletedState(chunk_id=c, success=False, span_id=span)
