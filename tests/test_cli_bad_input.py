@@ -13,6 +13,9 @@ import pytest
 from cli_journals import assert_clean_exit, completed, dispatched, run, write_journal
 from spanjournal._schema import encode
 
+# Every test here runs with the C states-only fold and with the Python one.
+pytestmark = pytest.mark.usefixtures("both_folds")
+
 COMMANDS = [("pending",), ("spanjournal", "pending"), ("spanjournal", "reconcile"), ("spanjournal", "stats")]
 COMMAND_IDS = ["pending", "spanjournal-pending", "reconcile", "stats"]
 

@@ -26,6 +26,9 @@ from spanjournal.cli import SUBCOMMANDS, main, pending_main
 from spanjournal.cli._output import Progress
 from spanjournal.ledger import ChunkState, read_ledger
 
+# Every test here runs with the C states-only fold and with the Python one.
+pytestmark = pytest.mark.usefixtures("both_folds")
+
 
 def fifty_chunks(path: Path) -> list[str]:
     """50 chunks: 46 done, chunks 10, 20, 30 unfinished, 40 failed; a torn last line. Returns the pending ids."""

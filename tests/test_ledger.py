@@ -6,12 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spanjournal import ChunkState, Completed, Dispatched, RunPlanned, read_ledger
 from spanjournal._process import self_identity
 from spanjournal._schema import encode
+
+# Every test here runs with the C states-only fold and with the Python one.
+pytestmark = pytest.mark.usefixtures("both_folds")
 
 DEAD = {"host": "elsewhere", "pid": 1, "proc_start": 1}
 

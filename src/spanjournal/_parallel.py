@@ -24,7 +24,17 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from spanjournal._statefold import Failure, OpenDispatch, Segment, Summary, fold_segments, merge, summarize
+from spanjournal._statefold import (
+    Failure,
+    NativeFold,
+    OpenDispatch,
+    Segment,
+    Summary,
+    fold_segments,
+    merge,
+    native,
+    summarize,
+)
 from spanjournal.reader import ReadIssue, ReadStats
 
 if TYPE_CHECKING:
@@ -47,12 +57,14 @@ class _Summary(msgspec.Struct, array_like=True):
     files: list[str]
     lines: list[int]
     events: int
-    bytes: int
+    read_bytes: int
     torn_tails: int
     bad_lines: int
     unknown_events: int
     issues: list[tuple[str, int, str]]
     torn: list[tuple[str, int, str]]
+    #: The C table's dump, in place of the lists above, when the C fold read the part.
+    table: bytes = b""
     error: str = ""
 
 
@@ -118,14 +130,17 @@ def read_parallel(
             os.close(write_fd)
             children.append((pid, read_fd))
         report = (lambda n: progress(n * len(segments))) if progress is not None else None
-        line_base = fold_segments(ledger, segments[0], report)
+        fold = NativeFold(ledger) if native() else None
+        line_base = fold_segments(ledger, segments[0], report, fold)
         if ledger._synthetic:
             return False
         for _, fd in children:
             summary = _receive(fd)
-            if summary.error or summary.spanless:
+            if summary.error or summary.spanless or (fold is not None) != bool(summary.table):
                 return False
-            _merge(ledger, summary, line_base)
+            _merge(ledger, summary, line_base, fold)
+        if fold is not None:
+            fold.finish()
     finally:
         for pid, fd in children:
             with contextlib.suppress(OSError):
@@ -169,7 +184,7 @@ def _receive(fd: int) -> _Summary:
 
 
 def _empty(error: str = "") -> _Summary:
-    return _Summary([], [], [], [], [], [], False, [], [], 0, 0, 0, 0, 0, [], [], error)
+    return _Summary([], [], [], [], [], [], False, [], [], 0, 0, 0, 0, 0, [], [], error=error)
 
 
 def _fold_part(
@@ -179,20 +194,25 @@ def _fold_part(
 
     stats = ReadStats(max_issues=1000)
     part_ledger = Ledger(stats, detail=False, keep_attempts=False)
-    lines = fold_segments(part_ledger, part, None)
-    summary = summarize(part_ledger)
+    fold = NativeFold(part_ledger) if native() else None
+    lines = fold_segments(part_ledger, part, None, fold)
+    if fold is not None:
+        table, summary = fold.table.dump(), Summary([], [], [], [], [])
+    else:
+        table, summary = b"", summarize(part_ledger)
     return _Summary(
-        seen=summary.seen,
+        seen=list(summary.seen),
         open=summary.open,
-        done=summary.done,
-        failed_spans=summary.failed_spans,
+        done=list(summary.done),
+        failed_spans=list(summary.failed_spans),
         failures=summary.failures,
+        table=table,
         planned=list(part_ledger.planned),
         spanless=part_ledger._synthetic > 0,
         files=list(lines),
         lines=list(lines.values()),
         events=stats.events,
-        bytes=stats.bytes,
+        read_bytes=stats.bytes,
         torn_tails=stats.torn_tails,
         bad_lines=stats.bad_lines,
         unknown_events=stats.unknown_events,
@@ -201,8 +221,8 @@ def _fold_part(
     )
 
 
-def _merge(ledger: Ledger, s: _Summary, line_base: dict[str, int]) -> None:
-    """Fold one part's summary into ``ledger``; parts must come in file order.
+def _merge(ledger: Ledger, s: _Summary, line_base: dict[str, int], fold: NativeFold | None) -> None:
+    """Fold one part's summary into ``ledger`` (its table into ``fold``, if given); parts come in file order.
 
     ``line_base`` carries, per file, the lines of earlier parts: line numbers
     in a part count from the part's start.
@@ -221,10 +241,13 @@ def _merge(ledger: Ledger, s: _Summary, line_base: dict[str, int]) -> None:
             stats.files.append(path)
     stats.events += s.events
     stats.lines += sum(s.lines)
-    stats.bytes += s.bytes
+    stats.bytes += s.read_bytes
     stats.torn_tails += s.torn_tails
     stats.bad_lines += s.bad_lines
     stats.unknown_events += s.unknown_events
 
-    merge(ledger, Summary(s.seen, s.open, s.done, s.failed_spans, s.failures))
+    if fold is not None:
+        fold.table.load(s.table)
+    else:
+        merge(ledger, Summary(s.seen, s.open, s.done, s.failed_spans, s.failures))
     ledger._plan(s.planned)

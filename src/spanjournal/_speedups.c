@@ -292,19 +292,10 @@ typedef struct {
     size_t n;
 } Bytes;
 
-/* One dispatch, already validated. Returns -1 when out of memory. */
+/* Make this the entry's latest dispatch. Returns -1 when out of memory. */
 static int
-fold_dispatch(Table *t, Bytes chunk, Bytes span, const Bytes *host, const int64_t *pid, const int64_t *proc)
+fold_dispatch_fields(Table *t, Entry *e, Bytes span, const Bytes *host, const int64_t *pid, const int64_t *proc)
 {
-    size_t i;
-    Entry *e = chunk_entry(t, chunk.p, chunk.n, &i);
-    if (e == NULL)
-        return -1;
-    if (!(e->flags & F_DISPATCHED)) {
-        if (append_index(&t->dispatch_order, &t->n_dispatch, &t->dispatch_cap, i) < 0)
-            return -1;
-        e->flags |= F_DISPATCHED;
-    }
     if (span_set(t, &e->span, span.p, span.n) < 0)
         return -1;
     if (host != NULL) {
@@ -325,6 +316,22 @@ fold_dispatch(Table *t, Bytes chunk, Bytes span, const Bytes *host, const int64_
         e->flags |= F_HAS_PROC;
     }
     return 0;
+}
+
+/* One dispatch, already validated. Returns -1 when out of memory. */
+static int
+fold_dispatch(Table *t, Bytes chunk, Bytes span, const Bytes *host, const int64_t *pid, const int64_t *proc)
+{
+    size_t i;
+    Entry *e = chunk_entry(t, chunk.p, chunk.n, &i);
+    if (e == NULL)
+        return -1;
+    if (!(e->flags & F_DISPATCHED)) {
+        if (append_index(&t->dispatch_order, &t->n_dispatch, &t->dispatch_cap, i) < 0)
+            return -1;
+        e->flags |= F_DISPATCHED;
+    }
+    return fold_dispatch_fields(t, e, span, host, pid, proc);
 }
 
 /* One completion, already validated. Returns -1 when out of memory. */
@@ -826,15 +833,16 @@ Table_feed(Table *t, PyObject *args)
     return Py_BuildValue("(nn)", (Py_ssize_t)(p - base), lines);
 }
 
+/* The UTF-8 of a str, lone surrogates passed through (msgspec decodes an
+ * escaped one); *holder owns the bytes until released. */
 static int
-utf8_of(PyObject *s, Bytes *out)
+utf8_of(PyObject *s, Bytes *out, PyObject **holder)
 {
-    Py_ssize_t n;
-    const char *p = PyUnicode_AsUTF8AndSize(s, &n);
-    if (p == NULL)
+    *holder = PyUnicode_AsEncodedString(s, "utf-8", "surrogatepass");
+    if (*holder == NULL)
         return -1;
-    out->p = p;
-    out->n = (size_t)n;
+    out->p = PyBytes_AS_STRING(*holder);
+    out->n = (size_t)PyBytes_GET_SIZE(*holder);
     return 0;
 }
 
@@ -855,28 +863,36 @@ optional_int(PyObject *o, int64_t *out, int64_t **ptr)
 
 PyDoc_STRVAR(dispatch_doc,
 "dispatch(chunk_id, span_id, host, pid, proc_start)\n\n"
-"Fold one dispatch decoded in Python (host, pid, proc_start may be None).");
+"Fold one dispatch decoded in Python (host, pid, proc_start may be None).\n"
+"OverflowError for a pid or proc_start beyond 64 bits.");
 
 static PyObject *
 Table_dispatch(Table *t, PyObject *args)
 {
-    PyObject *chunk, *span, *host, *pid, *proc;
+    PyObject *chunk, *span, *host, *pid, *proc, *hold[3] = {NULL, NULL, NULL}, *result = NULL;
     if (!PyArg_ParseTuple(args, "UUOOO:dispatch", &chunk, &span, &host, &pid, &proc))
         return NULL;
     Bytes c, s, h;
     int64_t pid_v, proc_v, *pid_p, *proc_p;
-    if (utf8_of(chunk, &c) < 0 || utf8_of(span, &s) < 0)
-        return NULL;
-    if (host != Py_None && (!PyUnicode_Check(host) || utf8_of(host, &h) < 0)) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_TypeError, "host must be a str or None");
+    if (host != Py_None && !PyUnicode_Check(host)) {
+        PyErr_SetString(PyExc_TypeError, "host must be a str or None");
         return NULL;
     }
+    if (utf8_of(chunk, &c, &hold[0]) < 0 || utf8_of(span, &s, &hold[1]) < 0 ||
+        (host != Py_None && utf8_of(host, &h, &hold[2]) < 0))
+        goto out;
     if (optional_int(pid, &pid_v, &pid_p) < 0 || optional_int(proc, &proc_v, &proc_p) < 0)
-        return NULL;
-    if (fold_dispatch(t, c, s, host == Py_None ? NULL : &h, pid_p, proc_p) < 0)
-        return PyErr_NoMemory();
-    Py_RETURN_NONE;
+        goto out;
+    if (fold_dispatch(t, c, s, host == Py_None ? NULL : &h, pid_p, proc_p) < 0) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    result = Py_None;
+    Py_INCREF(result);
+out:
+    for (int k = 0; k < 3; k++)
+        Py_XDECREF(hold[k]);
+    return result;
 }
 
 PyDoc_STRVAR(complete_doc,
@@ -885,22 +901,35 @@ PyDoc_STRVAR(complete_doc,
 static PyObject *
 Table_complete(Table *t, PyObject *args)
 {
-    PyObject *chunk, *span;
+    PyObject *chunk, *span, *hold[2] = {NULL, NULL}, *result = NULL;
     int success;
     if (!PyArg_ParseTuple(args, "UUp:complete", &chunk, &span, &success))
         return NULL;
     Bytes c, s;
-    if (utf8_of(chunk, &c) < 0 || utf8_of(span, &s) < 0)
-        return NULL;
-    if (fold_completion(t, c, s, success) < 0)
-        return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    if (utf8_of(chunk, &c, &hold[0]) < 0 || utf8_of(span, &s, &hold[1]) < 0)
+        goto out;
+    if (fold_completion(t, c, s, success) < 0) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    result = Py_None;
+    Py_INCREF(result);
+out:
+    Py_XDECREF(hold[0]);
+    Py_XDECREF(hold[1]);
+    return result;
+}
+
+static PyObject *
+decode(const char *p, size_t n)
+{
+    return PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "surrogatepass");
 }
 
 static PyObject *
 span_str(const Table *t, const Span *s)
 {
-    return PyUnicode_DecodeUTF8(span_data(t, s), s->len, "surrogatepass");
+    return decode(span_data(t, s), s->len);
 }
 
 PyDoc_STRVAR(latest_span_doc,
@@ -910,13 +939,15 @@ static PyObject *
 Table_latest_span(Table *t, PyObject *arg)
 {
     Bytes c;
+    PyObject *hold;
     if (!PyUnicode_Check(arg)) {
         PyErr_SetString(PyExc_TypeError, "chunk_id must be a str");
         return NULL;
     }
-    if (utf8_of(arg, &c) < 0)
+    if (utf8_of(arg, &c, &hold) < 0)
         return NULL;
     Py_ssize_t i = st_get(&t->chunks, c.p, c.n, 0, NULL);
+    Py_DECREF(hold);
     if (i < 0 || !(t->entries[i].flags & F_DISPATCHED))
         Py_RETURN_NONE;
     return span_str(t, &t->entries[i].span);
@@ -931,51 +962,40 @@ optional_long(int has, int64_t v)
 }
 
 PyDoc_STRVAR(summary_doc,
-"summary() -> (seen, open, done, failed_spans, failures)\n\n"
-"``seen``: dispatched chunk ids by first dispatch; ``open``: a tuple\n"
-"(chunk_id, span_id, host, pid, proc_start) for the latest dispatch of each\n"
-"dispatched chunk not done; ``done``: chunk ids with a success;\n"
-"``failed_spans``: span ids of failed completions; ``failures``: a tuple\n"
-"(chunk_id, span_id) for each chunk's last failure, by first failure.");
+"summary() -> (open, failed_spans, failures)\n\n"
+"``open``: a list of (chunk_id, span_id, host, pid, proc_start), the latest\n"
+"dispatch of each dispatched chunk not done, by first dispatch;\n"
+"``failed_spans``: the set of span ids of failed completions; ``failures``:\n"
+"a list of (chunk_id, span_id), each chunk's last failure, by first failure.\n"
+"Everything else is asked for chunk by chunk (flags(), ids()).");
 
 static PyObject *
 Table_summary(Table *t, PyObject *Py_UNUSED(ignored))
 {
-    size_t n = t->chunks.count;
-    PyObject *ids = NULL, *hosts = NULL, *seen = NULL, *open = NULL, *done = NULL, *failed = NULL,
-             *failures = NULL, *result = NULL;
-    if ((ids = PyList_New((Py_ssize_t)n)) == NULL)
-        goto out;
-    for (size_t i = 0; i < n; i++) {
-        PyObject *s = PyUnicode_DecodeUTF8(st_key(&t->chunks, i), t->chunks.lens[i], "surrogatepass");
-        if (s == NULL)
-            goto out;
-        PyList_SET_ITEM(ids, i, s);
-    }
+    PyObject *hosts = NULL, *open = NULL, *failed = NULL, *failures = NULL, *result = NULL;
     if ((hosts = PyList_New((Py_ssize_t)t->hosts.count)) == NULL)
         goto out;
     for (size_t i = 0; i < t->hosts.count; i++) {
-        PyObject *s = PyUnicode_DecodeUTF8(st_key(&t->hosts, i), t->hosts.lens[i], "surrogatepass");
+        PyObject *s = decode(st_key(&t->hosts, i), t->hosts.lens[i]);
         if (s == NULL)
             goto out;
         PyList_SET_ITEM(hosts, i, s);
     }
-    if ((seen = PyList_New((Py_ssize_t)t->n_dispatch)) == NULL || (open = PyList_New(0)) == NULL ||
-        (done = PyList_New(0)) == NULL || (failures = PyList_New((Py_ssize_t)t->n_failure)) == NULL)
+    if ((open = PyList_New(0)) == NULL || (failed = PySet_New(NULL)) == NULL ||
+        (failures = PyList_New((Py_ssize_t)t->n_failure)) == NULL)
         goto out;
     for (size_t k = 0; k < t->n_dispatch; k++) {
         size_t i = t->dispatch_order[k];
         const Entry *e = &t->entries[i];
-        PyObject *id = PyList_GET_ITEM(ids, i);
-        Py_INCREF(id);
-        PyList_SET_ITEM(seen, k, id);
         if (e->flags & F_DONE)
             continue;
         PyObject *host = e->host >= 0 ? PyList_GET_ITEM(hosts, e->host) : Py_None;
+        PyObject *id = decode(st_key(&t->chunks, i), t->chunks.lens[i]);
         PyObject *span = span_str(t, &e->span);
         PyObject *pid = optional_long(e->flags & F_HAS_PID, e->pid);
         PyObject *proc = optional_long(e->flags & F_HAS_PROC, e->proc_start);
-        PyObject *item = (span && pid && proc) ? PyTuple_Pack(5, id, span, host, pid, proc) : NULL;
+        PyObject *item = (id && span && pid && proc) ? PyTuple_Pack(5, id, span, host, pid, proc) : NULL;
+        Py_XDECREF(id);
         Py_XDECREF(span);
         Py_XDECREF(pid);
         Py_XDECREF(proc);
@@ -985,43 +1005,329 @@ Table_summary(Table *t, PyObject *Py_UNUSED(ignored))
         }
         Py_DECREF(item);
     }
-    for (size_t i = 0; i < n; i++) {
-        if ((t->entries[i].flags & F_DONE) && PyList_Append(done, PyList_GET_ITEM(ids, i)) < 0)
-            goto out;
-    }
-    if ((failed = PyList_New((Py_ssize_t)t->failed_spans.count)) == NULL)
-        goto out;
     for (size_t i = 0; i < t->failed_spans.count; i++) {
-        PyObject *s = PyUnicode_DecodeUTF8(st_key(&t->failed_spans, i), t->failed_spans.lens[i], "surrogatepass");
-        if (s == NULL)
+        PyObject *s = decode(st_key(&t->failed_spans, i), t->failed_spans.lens[i]);
+        int r = s == NULL ? -1 : PySet_Add(failed, s);
+        Py_XDECREF(s);
+        if (r < 0)
             goto out;
-        PyList_SET_ITEM(failed, i, s);
     }
     for (size_t k = 0; k < t->n_failure; k++) {
         size_t i = t->failure_order[k];
+        PyObject *id = decode(st_key(&t->chunks, i), t->chunks.lens[i]);
         PyObject *span = span_str(t, &t->entries[i].fail_span);
-        PyObject *item = span ? PyTuple_Pack(2, PyList_GET_ITEM(ids, i), span) : NULL;
+        PyObject *item = (id && span) ? PyTuple_Pack(2, id, span) : NULL;
+        Py_XDECREF(id);
         Py_XDECREF(span);
         if (item == NULL)
             goto out;
         PyList_SET_ITEM(failures, k, item);
     }
-    result = PyTuple_Pack(5, seen, open, done, failed, failures);
+    result = PyTuple_Pack(3, open, failed, failures);
 out:
-    Py_XDECREF(ids);
     Py_XDECREF(hosts);
-    Py_XDECREF(seen);
     Py_XDECREF(open);
-    Py_XDECREF(done);
     Py_XDECREF(failed);
     Py_XDECREF(failures);
     return result;
 }
 
+PyDoc_STRVAR(flags_doc,
+"flags(chunk_id) -> int\n\n"
+"What the table knows of one chunk: 0 when nothing, else DISPATCHED | DONE |\n"
+"FAILED bits (1, 2, 4).");
+
 static PyObject *
-Table_len(Table *t, PyObject *Py_UNUSED(ignored))
+Table_flags(Table *t, PyObject *arg)
 {
-    return PyLong_FromSize_t(t->chunks.count);
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "chunk_id must be a str");
+        return NULL;
+    }
+    Py_ssize_t n;
+    const char *p = PyUnicode_AsUTF8AndSize(arg, &n); /* cached in the str */
+    Py_ssize_t i;
+    if (p != NULL)
+        i = st_get(&t->chunks, p, (size_t)n, 0, NULL);
+    else { /* lone surrogates */
+        PyErr_Clear();
+        Bytes c;
+        PyObject *hold;
+        if (utf8_of(arg, &c, &hold) < 0)
+            return NULL;
+        i = st_get(&t->chunks, c.p, c.n, 0, NULL);
+        Py_DECREF(hold);
+    }
+    return PyLong_FromLong(i < 0 ? 0 : (long)(t->entries[i].flags & (F_DISPATCHED | F_DONE | F_FAILED)));
+}
+
+PyDoc_STRVAR(ids_doc,
+"ids(flag) -> list[str]\n\n"
+"With DISPATCHED (1): the dispatched chunk ids, by first dispatch. With DONE\n"
+"(2): the chunk ids with a success, by first appearance.");
+
+static PyObject *
+Table_ids(Table *t, PyObject *arg)
+{
+    long flag = PyLong_AsLong(arg);
+    if (flag == -1 && PyErr_Occurred())
+        return NULL;
+    if (flag != F_DISPATCHED && flag != F_DONE) {
+        PyErr_SetString(PyExc_ValueError, "ids: flag must be 1 (dispatched) or 2 (done)");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    size_t n = flag == F_DISPATCHED ? t->n_dispatch : t->chunks.count;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = flag == F_DISPATCHED ? t->dispatch_order[k] : k;
+        if (!(t->entries[i].flags & flag))
+            continue;
+        PyObject *id = decode(st_key(&t->chunks, i), t->chunks.lens[i]);
+        int r = id == NULL ? -1 : PyList_Append(out, id);
+        Py_XDECREF(id);
+        if (r < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+PyDoc_STRVAR(counts_doc, "counts() -> (chunks, dispatched, done)\n\nHow many chunk ids are known, dispatched, done.");
+
+static PyObject *
+Table_counts(Table *t, PyObject *Py_UNUSED(ignored))
+{
+    size_t done = 0;
+    for (size_t i = 0; i < t->chunks.count; i++)
+        done += (t->entries[i].flags & F_DONE) != 0;
+    return Py_BuildValue("(nnn)", (Py_ssize_t)t->chunks.count, (Py_ssize_t)t->n_dispatch, (Py_ssize_t)done);
+}
+
+/* ------------------------------------------- dump and load (parallel reads) */
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+    int failed;
+} Out;
+
+static void
+out_put(Out *o, const void *p, size_t n)
+{
+    if (o->failed)
+        return;
+    if (o->len + n > o->cap) {
+        size_t cap = o->cap ? o->cap : 1 << 16;
+        while (o->len + n > cap)
+            cap *= 2;
+        char *data = PyMem_Realloc(o->data, cap);
+        if (data == NULL) {
+            o->failed = 1;
+            return;
+        }
+        o->data = data;
+        o->cap = cap;
+    }
+    memcpy(o->data + o->len, p, n);
+    o->len += n;
+}
+
+static void
+out_u32(Out *o, uint32_t v)
+{
+    out_put(o, &v, 4);
+}
+
+static void
+out_str(Out *o, const char *p, size_t n)
+{
+    out_u32(o, (uint32_t)n);
+    out_put(o, p, n);
+}
+
+PyDoc_STRVAR(dump_doc,
+"dump() -> bytes\n\n"
+"The whole table as bytes, for load() in another table of the same build\n"
+"(a reader process sends its part of a journal this way).");
+
+static PyObject *
+Table_dump(Table *t, PyObject *Py_UNUSED(ignored))
+{
+    Out o = {NULL, 0, 0, 0};
+    out_put(&o, "SJT1", 4);
+    out_u32(&o, (uint32_t)t->chunks.count);
+    for (size_t i = 0; i < t->chunks.count; i++) {
+        const Entry *e = &t->entries[i];
+        out_str(&o, st_key(&t->chunks, i), t->chunks.lens[i]);
+        out_u32(&o, e->flags);
+        out_put(&o, &e->pid, 8);
+        out_put(&o, &e->proc_start, 8);
+        if (e->host >= 0)
+            out_str(&o, st_key(&t->hosts, e->host), t->hosts.lens[e->host]);
+        else
+            out_u32(&o, UINT32_MAX);
+        out_str(&o, span_data(t, &e->span), e->span.len);
+        out_str(&o, span_data(t, &e->fail_span), e->fail_span.len);
+    }
+    out_u32(&o, (uint32_t)t->n_dispatch);
+    out_put(&o, t->dispatch_order, t->n_dispatch * 4);
+    out_u32(&o, (uint32_t)t->n_failure);
+    out_put(&o, t->failure_order, t->n_failure * 4);
+    out_u32(&o, (uint32_t)t->failed_spans.count);
+    for (size_t i = 0; i < t->failed_spans.count; i++)
+        out_str(&o, st_key(&t->failed_spans, i), t->failed_spans.lens[i]);
+    PyObject *result = o.failed ? PyErr_NoMemory() : PyBytes_FromStringAndSize(o.data, (Py_ssize_t)o.len);
+    PyMem_Free(o.data);
+    return result;
+}
+
+typedef struct {
+    const char *p, *end;
+} In;
+
+static int
+in_get(In *in, void *out, size_t n)
+{
+    if ((size_t)(in->end - in->p) < n)
+        return -1;
+    memcpy(out, in->p, n);
+    in->p += n;
+    return 0;
+}
+
+static int
+in_str(In *in, Bytes *out)
+{
+    uint32_t n;
+    if (in_get(in, &n, 4) < 0 || (size_t)(in->end - in->p) < n)
+        return -1;
+    out->p = in->p;
+    out->n = n;
+    in->p += n;
+    return 0;
+}
+
+PyDoc_STRVAR(load_doc,
+"load(data)\n\n"
+"Fold in a table dumped by dump(), read from a *later* part of the journals:\n"
+"its dispatches are later than this table's. ValueError for bad data.");
+
+static PyObject *
+Table_load(Table *t, PyObject *args)
+{
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "y*:load", &view))
+        return NULL;
+    In in = {view.buf, (const char *)view.buf + view.len};
+    size_t *map = NULL;
+    int bad = 0, nomem = 0;
+    uint32_t n, count;
+    char magic[4];
+    if (in_get(&in, magic, 4) < 0 || memcmp(magic, "SJT1", 4) != 0 || in_get(&in, &n, 4) < 0) {
+        bad = 1;
+        goto out;
+    }
+    if ((map = PyMem_Calloc(n ? n : 1, sizeof(size_t))) == NULL) {
+        nomem = 1;
+        goto out;
+    }
+    for (uint32_t k = 0; k < n; k++) {
+        Bytes key, host, span, fail;
+        uint32_t flags;
+        int64_t pid, proc;
+        if (in_str(&in, &key) < 0 || in_get(&in, &flags, 4) < 0 || in_get(&in, &pid, 8) < 0 ||
+            in_get(&in, &proc, 8) < 0) {
+            bad = 1;
+            goto out;
+        }
+        uint32_t host_len;
+        if (in_get(&in, &host_len, 4) < 0) {
+            bad = 1;
+            goto out;
+        }
+        int has_host = host_len != UINT32_MAX;
+        if (has_host) {
+            in.p -= 4;
+            if (in_str(&in, &host) < 0) {
+                bad = 1;
+                goto out;
+            }
+        }
+        if (in_str(&in, &span) < 0 || in_str(&in, &fail) < 0) {
+            bad = 1;
+            goto out;
+        }
+        Entry *e = chunk_entry(t, key.p, key.n, &map[k]);
+        if (e == NULL) {
+            nomem = 1;
+            goto out;
+        }
+        e->flags |= flags & F_DONE;
+        if (flags & F_DISPATCHED) { /* the later dispatch is the latest */
+            if (fold_dispatch_fields(t, e, span, has_host ? &host : NULL, (flags & F_HAS_PID) ? &pid : NULL,
+                                     (flags & F_HAS_PROC) ? &proc : NULL) < 0) {
+                nomem = 1;
+                goto out;
+            }
+        }
+        if ((flags & F_FAILED) && span_set(t, &e->fail_span, fail.p, fail.n) < 0) {
+            nomem = 1;
+            goto out;
+        }
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        uint32_t flag = pass == 0 ? F_DISPATCHED : F_FAILED;
+        if (in_get(&in, &count, 4) < 0) {
+            bad = 1;
+            goto out;
+        }
+        for (uint32_t k = 0; k < count; k++) {
+            uint32_t idx;
+            if (in_get(&in, &idx, 4) < 0 || idx >= n) {
+                bad = 1;
+                goto out;
+            }
+            size_t i = map[idx];
+            Entry *e = &t->entries[i];
+            if (e->flags & flag)
+                continue;
+            if (pass == 0 ? append_index(&t->dispatch_order, &t->n_dispatch, &t->dispatch_cap, i)
+                          : append_index(&t->failure_order, &t->n_failure, &t->failure_cap, i)) {
+                nomem = 1;
+                goto out;
+            }
+            e->flags |= flag;
+        }
+    }
+    if (in_get(&in, &count, 4) < 0) {
+        bad = 1;
+        goto out;
+    }
+    for (uint32_t k = 0; k < count; k++) {
+        Bytes span;
+        if (in_str(&in, &span) < 0) {
+            bad = 1;
+            goto out;
+        }
+        if (st_get(&t->failed_spans, span.p, span.n, 1, NULL) < 0) {
+            nomem = 1;
+            goto out;
+        }
+    }
+    bad = in.p != in.end;
+out:
+    PyMem_Free(map);
+    PyBuffer_Release(&view);
+    if (nomem)
+        return PyErr_NoMemory();
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "load: not a table dumped by this build");
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef Table_methods[] = {
@@ -1030,7 +1336,11 @@ static PyMethodDef Table_methods[] = {
     {"complete", (PyCFunction)Table_complete, METH_VARARGS, complete_doc},
     {"latest_span", (PyCFunction)Table_latest_span, METH_O, latest_span_doc},
     {"summary", (PyCFunction)Table_summary, METH_NOARGS, summary_doc},
-    {"chunk_count", (PyCFunction)Table_len, METH_NOARGS, "The number of chunk ids seen."},
+    {"dump", (PyCFunction)Table_dump, METH_NOARGS, dump_doc},
+    {"load", (PyCFunction)Table_load, METH_VARARGS, load_doc},
+    {"flags", (PyCFunction)Table_flags, METH_O, flags_doc},
+    {"ids", (PyCFunction)Table_ids, METH_O, ids_doc},
+    {"counts", (PyCFunction)Table_counts, METH_NOARGS, counts_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1061,7 +1371,9 @@ PyInit__speedups(void)
     if (m == NULL)
         return NULL;
     Py_INCREF(&TableType);
-    if (PyModule_AddObject(m, "Table", (PyObject *)&TableType) < 0) {
+    if (PyModule_AddIntConstant(m, "DISPATCHED", F_DISPATCHED) < 0 || PyModule_AddIntConstant(m, "DONE", F_DONE) < 0 ||
+        PyModule_AddIntConstant(m, "FAILED", F_FAILED) < 0 ||
+        PyModule_AddObject(m, "Table", (PyObject *)&TableType) < 0) {
         Py_DECREF(&TableType);
         Py_DECREF(m);
         return NULL;

@@ -20,7 +20,8 @@ A summary is also what a reader process sends back in a parallel read (see
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,9 +34,10 @@ if TYPE_CHECKING:
     from spanjournal.ledger import Ledger
 
 try:
-    from spanjournal._speedups import Table
+    from spanjournal._speedups import DISPATCHED, DONE, Table
 except ImportError:  # pragma: no cover - built wherever a C compiler was found
-    Table = None
+    Table = None  # type: ignore[misc, assignment]
+    DISPATCHED, DONE = 1, 2
 
 #: Decodes blocks of lines into the state-only views (the pure-Python way).
 STATE_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(StateEvent)
@@ -51,20 +53,21 @@ Segment = tuple[str, int, "int | None"]  # path, start offset, stop offset (None
 class Summary:
     """What a states-only fold found, in the form a ledger merges.
 
-    ``seen``: dispatched chunk ids by first dispatch; ``open``: the latest
-    dispatch of each dispatched chunk not done; ``done``: chunks with a
-    success; ``failed_spans``: the span ids of failed completions;
-    ``failures``: each chunk's last failure, by first failure.
+    ``seen``: the dispatched chunk ids by first dispatch (the keys of a dict,
+    or a list); ``open``: the latest dispatch of each dispatched chunk not
+    done; ``done``: chunks with a success; ``failed_spans``: the span ids of
+    failed completions; ``failures``: each chunk's last failure, by first
+    failure.
     """
 
     __slots__ = ("done", "failed_spans", "failures", "open", "seen")
 
     def __init__(
         self,
-        seen: list[str],
+        seen: dict[str, None] | list[str],
         open: list[OpenDispatch],
-        done: list[str],
-        failed_spans: list[str],
+        done: set[str] | list[str],
+        failed_spans: set[str] | list[str],
         failures: list[Failure],
     ) -> None:
         self.seen = seen
@@ -82,7 +85,7 @@ def native() -> bool:
 class NativeFold:
     """Feeds blocks of lines to a C table; lines it stops at are decoded here."""
 
-    def __init__(self, ledger: Ledger, name: str) -> None:
+    def __init__(self, ledger: Ledger, name: str = "") -> None:
         assert Table is not None
         self.table = Table()
         self.ledger = ledger
@@ -117,8 +120,80 @@ class NativeFold:
             elif e.kind == 3:
                 ledger._plan(e.chunk_ids)
 
-    def summary(self) -> Summary:
-        return Summary(*self.table.summary())
+    def finish(self) -> None:
+        """Hand the table to the (empty) ledger it was folded for.
+
+        The ledger gets Python objects only for what ``pending`` needs: the
+        chunks not done, the failures, the failed spans. Its dispatched and
+        done chunks stay in the table, behind :class:`NativeLatest` and
+        :class:`NativeDone`.
+        """
+        ledger, table = self.ledger, self.table
+        assert not ledger._latest and not ledger._done and not ledger._failures, "an empty ledger"
+        open_, failed_spans, failures = table.summary()
+        ledger._not_done_ids = ledger._undispatched_ids = None
+        ledger._latest = NativeLatest(  # type: ignore[assignment]  # read-only from here on
+            table,
+            {
+                c: DispatchedState(chunk_id=c, span_id=span, host=host, pid=pid, proc_start=proc)
+                for c, span, host, pid, proc in open_
+            },
+        )
+        ledger._done = NativeDone(table)  # type: ignore[assignment]
+        ledger._completed = failed_spans
+        ledger._failures = {c: CompletedState(chunk_id=c, success=False, span_id=span) for c, span in failures}
+
+
+class NativeLatest(Mapping[str, "DispatchedState | None"]):
+    """``Ledger._latest`` kept in a C table: chunk id -> its latest dispatch.
+
+    Dispatches are kept for chunks not done (``open``); done chunks map to
+    ``None``. Iteration (by first dispatch) makes the ids once, when asked.
+    """
+
+    def __init__(self, table: Any, open: dict[str, DispatchedState]) -> None:
+        self._table = table
+        self.open = open
+        self._ids: list[str] | None = None
+
+    def __getitem__(self, chunk_id: str) -> DispatchedState | None:
+        d = self.open.get(chunk_id)
+        if d is None and not self._table.flags(chunk_id) & DISPATCHED:
+            raise KeyError(chunk_id)
+        return d
+
+    def get(self, chunk_id: str, default: Any = None) -> Any:
+        d = self.open.get(chunk_id)
+        if d is None and not self._table.flags(chunk_id) & DISPATCHED:
+            return default
+        return d
+
+    def __contains__(self, chunk_id: object) -> bool:
+        return chunk_id in self.open or (isinstance(chunk_id, str) and bool(self._table.flags(chunk_id) & DISPATCHED))
+
+    def __iter__(self) -> Iterator[str]:
+        if self._ids is None:
+            self._ids = self._table.ids(DISPATCHED)
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return int(self._table.counts()[1])
+
+
+class NativeDone(AbstractSet[str]):
+    """``Ledger._done`` kept in a C table: the chunk ids with a success."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def __contains__(self, chunk_id: object) -> bool:
+        return isinstance(chunk_id, str) and bool(self._table.flags(chunk_id) & DONE)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table.ids(DONE))
+
+    def __len__(self) -> int:
+        return int(self._table.counts()[2])
 
 
 def _synthetic(ledger: Ledger) -> str:
@@ -130,31 +205,36 @@ def fold_segments(
     ledger: Ledger,
     segments: list[Segment],
     progress: Callable[[int], None] | None,
+    fold: NativeFold | None = None,
 ) -> dict[str, int]:
     """Fold parts of journal files into the states-only ``ledger``, in order.
 
-    Returns the lines read per file.
+    Returns the lines read per file. With ``fold``, lines go to its table,
+    and the caller merges it; otherwise the C fold is used (and merged) when
+    it is built, else the Python one.
     """
-    decoder = STATE_DECODER
     stats = ledger.stats
     lines: dict[str, int] = {}
     # One table for all segments: a completion without a span id pairs with
     # its chunk's latest dispatch, which may be in an earlier file.
-    fold = NativeFold(ledger, "") if native() else None
+    own = fold is None and native()
+    if own:
+        fold = NativeFold(ledger)
     for path, start, stop in segments:
         before = stats.lines
         if not stats.files or stats.files[-1] != path:
             stats.files.append(path)
         if fold is not None:
             fold.name = path
-            for tail in _scan_file(Path(path), stats, decoder, decode_state_line, progress, start, stop, fold.block):
+            tails = _scan_file(Path(path), stats, STATE_DECODER, decode_state_line, progress, start, stop, fold.block)
+            for tail in tails:
                 fold.add(tail)
         else:
-            for batch in _scan_file(Path(path), stats, decoder, decode_state_line, progress, start, stop):
+            for batch in _scan_file(Path(path), stats, STATE_DECODER, decode_state_line, progress, start, stop):
                 ledger._add(batch)
         lines[path] = lines.get(path, 0) + stats.lines - before
-    if fold is not None:
-        merge(ledger, fold.summary())
+    if own and fold is not None:
+        fold.finish()
     return lines
 
 
@@ -174,16 +254,24 @@ def summarize(ledger: Ledger) -> Summary:
 def merge(ledger: Ledger, s: Summary) -> None:
     """Fold the summary of a later part of the journals into ``ledger``."""
     ledger._not_done_ids = ledger._undispatched_ids = None
-    latest = ledger._latest
-    latest.update(dict.fromkeys(s.seen))
-    latest.update(
+    if not ledger._latest and isinstance(s.seen, dict):
+        ledger._latest = s.seen  # the first part: no copy
+    else:
+        ledger._latest.update(dict.fromkeys(s.seen))
+    ledger._latest.update(
         (c, DispatchedState(chunk_id=c, span_id=span, host=host, pid=pid, proc_start=proc))
         for c, span, host, pid, proc in s.open
     )
     done, failed_spans = ledger._done, ledger._completed
     assert isinstance(done, set) and isinstance(failed_spans, set), "a states-only ledger"
-    done.update(s.done)
-    failed_spans.update(s.failed_spans)
+    if not done and isinstance(s.done, set):
+        ledger._done = s.done
+    else:
+        done.update(s.done)
+    if not failed_spans and isinstance(s.failed_spans, set):
+        ledger._completed = s.failed_spans
+    else:
+        failed_spans.update(s.failed_spans)
     failures = ledger._failures
     for c, span in s.failures:
         failures[c] = CompletedState(chunk_id=c, success=False, span_id=span)

@@ -38,7 +38,7 @@ from typing import Any
 from spanjournal._parallel import read_parallel, workers_for
 from spanjournal._process import is_alive
 from spanjournal._schema import Completed, Dispatched
-from spanjournal._statefold import fold_segments
+from spanjournal._statefold import NativeLatest, fold_segments
 from spanjournal.reader import ReadIssue, ReadStats, resolve_paths, scan
 
 
@@ -214,8 +214,11 @@ class Ledger:
     def _not_done(self) -> list[str]:
         """Chunk ids without a success, in ledger order (kept once computed)."""
         if self._not_done_ids is None:
-            done = self._done
-            ids = list(filterfalse(done.__contains__, self._latest))
+            done, latest = self._done, self._latest
+            if isinstance(latest, NativeLatest):
+                ids = list(latest.open)  # the C fold kept them apart
+            else:
+                ids = list(filterfalse(done.__contains__, latest))
             ids.extend(filterfalse(done.__contains__, self._undispatched_failures()))
             ids.extend(self._only_planned())
             self._not_done_ids = ids
