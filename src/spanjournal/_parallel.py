@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024
 #: At most this many processes read at once.
 MAX_WORKERS = 8
+#: A child's answer: this (the length of the msgpack summary), the summary, the table's dump.
+_HEAD = struct.Struct("<Q")
 
 
 class _Summary(msgspec.Struct, array_like=True):
@@ -63,8 +66,6 @@ class _Summary(msgspec.Struct, array_like=True):
     unknown_events: int
     issues: list[tuple[str, int, str]]
     torn: list[tuple[str, int, str]]
-    #: The C table's dump, in place of the lists above, when the C fold read the part.
-    table: bytes = b""
     error: str = ""
 
 
@@ -135,10 +136,10 @@ def read_parallel(
         if ledger._synthetic:
             return False
         for _, fd in children:
-            summary = _receive(fd)
-            if summary.error or summary.spanless or (fold is not None) != bool(summary.table):
+            summary, table = _receive(fd)
+            if summary.error or summary.spanless or (fold is not None) != bool(table):
                 return False
-            _merge(ledger, summary, line_base, fold)
+            _merge(ledger, summary, table, line_base, fold)
         if fold is not None:
             fold.finish()
     finally:
@@ -159,37 +160,38 @@ def _child(
     code = 0
     try:
         try:
-            data = msgspec.msgpack.encode(_fold_part(part))
+            table, summary = _fold_part(part)
         except BaseException as exc:
-            data = msgspec.msgpack.encode(_empty(error=f"{type(exc).__name__}: {exc}"))
+            summary, table = _empty(error=f"{type(exc).__name__}: {exc}"), b""
             code = 1
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        head = msgspec.msgpack.encode(summary)
+        for data in (_HEAD.pack(len(head)), head, table):
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
     finally:
         os._exit(code)
 
 
-def _receive(fd: int) -> _Summary:
-    chunks = []
-    while True:
-        data = os.read(fd, 1 << 20)
-        if not data:
-            break
-        chunks.append(data)
+def _receive(fd: int) -> tuple[_Summary, memoryview]:
+    """A child's summary, and its C table's dump (empty without the C fold), read whole."""
+    data = bytearray()
+    while chunk := os.read(fd, 1 << 20):
+        data += chunk
+    view = memoryview(data)
     try:
-        return msgspec.msgpack.decode(b"".join(chunks), type=_Summary)
-    except msgspec.DecodeError:
-        return _empty(error="a reader process died")
+        (n,) = _HEAD.unpack_from(view)
+        return msgspec.msgpack.decode(view[_HEAD.size : _HEAD.size + n], type=_Summary), view[_HEAD.size + n :]
+    except (struct.error, msgspec.DecodeError):
+        return _empty(error="a reader process died"), view[:0]
 
 
 def _empty(error: str = "") -> _Summary:
     return _Summary([], [], [], [], [], [], False, [], [], 0, 0, 0, 0, 0, [], [], error=error)
 
 
-def _fold_part(
-    part: list[Segment],
-) -> _Summary:
+def _fold_part(part: list[Segment]) -> tuple[bytes, _Summary]:
+    """Fold one part in this (child) process: its C table's dump (or nothing), and its summary."""
     from spanjournal.ledger import Ledger
 
     stats = ReadStats(max_issues=1000)
@@ -200,13 +202,12 @@ def _fold_part(
         table, summary = fold.table.dump(), Summary([], [], [], [], [])
     else:
         table, summary = b"", summarize(part_ledger)
-    return _Summary(
+    return table, _Summary(
         seen=list(summary.seen),
         open=summary.open,
         done=list(summary.done),
         failed_spans=list(summary.failed_spans),
         failures=summary.failures,
-        table=table,
         planned=list(part_ledger.planned),
         spanless=part_ledger._synthetic > 0,
         files=list(lines),
@@ -221,7 +222,7 @@ def _fold_part(
     )
 
 
-def _merge(ledger: Ledger, s: _Summary, line_base: dict[str, int], fold: NativeFold | None) -> None:
+def _merge(ledger: Ledger, s: _Summary, table: memoryview, line_base: dict[str, int], fold: NativeFold | None) -> None:
     """Fold one part's summary into ``ledger`` (its table into ``fold``, if given); parts come in file order.
 
     ``line_base`` carries, per file, the lines of earlier parts: line numbers
@@ -247,7 +248,7 @@ def _merge(ledger: Ledger, s: _Summary, line_base: dict[str, int], fold: NativeF
     stats.unknown_events += s.unknown_events
 
     if fold is not None:
-        fold.table.load(s.table)
+        fold.table.load(table)
     else:
         merge(ledger, Summary(s.seen, s.open, s.done, s.failed_spans, s.failures))
     ledger._plan(s.planned)

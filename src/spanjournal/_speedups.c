@@ -29,6 +29,12 @@
 #include <emmintrin.h>
 #endif
 
+#if defined(__GNUC__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
+
 #define MAX_DEPTH 64
 #define INLINE_SPAN 24
 
@@ -377,10 +383,13 @@ typedef struct {
 
 #define WS(c) ((c) == ' ' || (c) == '\t' || (c) == '\r')
 
+/* Every line given to the parser is followed by its newline (ps->end points
+ * at it): a scan that stops at '\n' or any other non-blank byte needs no
+ * bounds check. */
 static inline void
 skip_ws(Parser *ps)
 {
-    while (ps->p < ps->end && WS(*ps->p))
+    while ((unsigned char)*ps->p <= ' ' && WS(*ps->p))
         ps->p++;
 }
 
@@ -438,7 +447,7 @@ valid_utf8(const unsigned char *s, size_t n)
 /* A string at ps->p (just past its opening quote). On success ps->p is past
  * the closing quote, out (if given) holds the raw content and whether it is
  * plain (no escapes, strict UTF-8). Returns 0 to defer the line. */
-static int
+static ALWAYS_INLINE int
 parse_string(Parser *ps, Bytes *out, int *plain)
 {
     const char *start = ps->p, *end = ps->end, *p = ps->p;
@@ -681,7 +690,8 @@ key_id(const char *p, size_t n)
 static int
 parse_line(Parser *ps)
 {
-    memset(ps->v, 0, sizeof(ps->v));
+    for (int k = 0; k < N_KEYS; k++)
+        ps->v[k].type = V_ABSENT;
     skip_ws(ps);
     if (ps->p >= ps->end || *ps->p != '{')
         return 0;
@@ -727,6 +737,105 @@ parse_line(Parser *ps)
     skip_ws(ps);
     return ps->p == ps->end;
 }
+
+#ifdef __SSE2__
+/* The fast way through a common line: no backslash, no control character,
+ * no byte above 0x7F, at most MAX_QUOTES quotes. Then every quote opens or
+ * closes a string, and one SSE2 pass finds them all; the walk below only
+ * checks the few bytes between strings. Returns 1 with ps->v set as
+ * parse_line() would, 0 when the line is not one of these (parse_line()
+ * then reads it) or is not valid JSON (parse_line() then fails too). */
+#define MAX_QUOTES 256
+
+static int
+parse_line_fast(Parser *ps, const char *limit)
+{
+    const char *line = ps->p, *end = ps->end;
+    size_t n = (size_t)(end - line);
+    uint16_t q[MAX_QUOTES + 2];
+    size_t nq = 0;
+    if (n > 65535)
+        return 0;
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(' ');
+    size_t off = 0;
+    for (; off < n; off += 16) {
+        unsigned valid = n - off >= 16 ? 0xFFFFu : (1u << (n - off)) - 1;
+        __m128i w;
+        if (line + off + 16 <= limit)
+            w = _mm_loadu_si128((const __m128i *)(line + off));
+        else {
+            char tmp[16] = {0};
+            memcpy(tmp, line + off, limit - (line + off) < 16 ? (size_t)(limit - (line + off)) : 16);
+            w = _mm_loadu_si128((const __m128i *)tmp);
+        }
+        unsigned odd = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(w, bslash), _mm_cmplt_epi8(w, space)));
+        if (odd & valid)
+            return 0;
+        unsigned quotes = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(w, quote)) & valid;
+        while (quotes) {
+            if (nq == MAX_QUOTES)
+                return 0;
+            q[nq++] = (uint16_t)(off + (unsigned)__builtin_ctz(quotes));
+            quotes &= quotes - 1;
+        }
+    }
+    if (nq & 1)
+        return 0;
+    q[nq] = q[nq + 1] = (uint16_t)n; /* sentinels: no more strings */
+    for (int k = 0; k < N_KEYS; k++)
+        ps->v[k].type = V_ABSENT;
+    skip_ws(ps);
+    if (*ps->p != '{')
+        return 0;
+    ps->p++;
+    skip_ws(ps);
+    size_t i = 0;
+    for (;;) {
+        if (i >= nq || ps->p != line + q[i])
+            return 0; /* a key must open here */
+        const char *key = line + q[i] + 1;
+        size_t klen = (size_t)(q[i + 1] - q[i] - 1);
+        ps->p = line + q[i + 1] + 1;
+        i += 2;
+        skip_ws(ps);
+        if (*ps->p != ':')
+            return 0;
+        ps->p++;
+        skip_ws(ps);
+        int k = key_id(key, klen);
+        Value scratch, *v = k >= 0 ? &ps->v[k] : &scratch;
+        if (k >= 0 && v->type != V_ABSENT)
+            return 0; /* a duplicate key */
+        if (i < nq && ps->p == line + q[i]) { /* a string */
+            v->type = V_STR;
+            v->s.p = line + q[i] + 1;
+            v->s.n = (size_t)(q[i + 1] - q[i] - 1);
+            v->plain = 1;
+            ps->p = line + q[i + 1] + 1;
+            i += 2;
+        }
+        else {
+            if (!parse_value(ps, v, 0))
+                return 0;
+            while (i < nq && line + q[i] < ps->p) /* quotes inside a nested value */
+                i++;
+            if (i & 1)
+                return 0;
+        }
+        skip_ws(ps);
+        if (*ps->p == ',') {
+            ps->p++;
+            skip_ws(ps);
+            continue;
+        }
+        if (*ps->p != '}')
+            return 0;
+        ps->p++;
+        skip_ws(ps);
+        return ps->p == end && i == nq;
+    }
+}
+#endif
 
 static inline int
 plain_str(const Value *v)
@@ -817,8 +926,16 @@ Table_feed(Table *t, PyObject *args)
         Parser ps;
         ps.p = p;
         ps.end = nl;
+#ifdef __SSE2__
+        if (!parse_line_fast(&ps, end)) {
+            ps.p = p;
+            if (!parse_line(&ps))
+                break;
+        }
+#else
         if (!parse_line(&ps))
             break;
+#endif
         int r = fold_line(t, &ps);
         if (r <= 0) {
             failed = r < 0;
