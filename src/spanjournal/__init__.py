@@ -5,7 +5,7 @@ mirrors its start and end into an append-only JSONL journal, so that after a
 crash :func:`read_ledger` answers "what must I retry?".
 
 The reading side (``read_ledger``, ``Journal``, the schema) does not import
-OpenTelemetry; the tracing side is imported on first use.
+OpenTelemetry; every name is imported on first use.
 """
 
 from __future__ import annotations
@@ -13,20 +13,34 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from spanjournal._schema import SCHEMA_VERSION, Completed, Dispatched, RunPlanned
-from spanjournal.journal import Journal, JournalWriteError
-from spanjournal.ledger import Attempt, Chunk, ChunkState, Ledger, read_ledger
-from spanjournal.reader import JournalReadError, ReadIssue
-
 if TYPE_CHECKING:
+    from spanjournal._schema import SCHEMA_VERSION, Completed, Dispatched, RunPlanned
     from spanjournal.config import Spanjournal, configure
     from spanjournal.instrument import DispatchHandle, current_dispatch, dispatch, dispatch_span
+    from spanjournal.journal import Journal, JournalWriteError
+    from spanjournal.ledger import Attempt, Chunk, ChunkState, Ledger, read_ledger
     from spanjournal.processor import JournalSpanProcessor
+    from spanjournal.reader import JournalReadError, ReadIssue
 
 __version__ = "0.1.0"
 
-# Names whose modules import the OpenTelemetry SDK: loaded on first access.
+# Every name is loaded on first access, so that ``import spanjournal.cli``
+# costs only what the command uses; the names of the tracing side import
+# the OpenTelemetry SDK.
 _LAZY = {
+    "SCHEMA_VERSION": "spanjournal._schema",
+    "Completed": "spanjournal._schema",
+    "Dispatched": "spanjournal._schema",
+    "RunPlanned": "spanjournal._schema",
+    "Journal": "spanjournal.journal",
+    "JournalWriteError": "spanjournal.journal",
+    "Attempt": "spanjournal.ledger",
+    "Chunk": "spanjournal.ledger",
+    "ChunkState": "spanjournal.ledger",
+    "Ledger": "spanjournal.ledger",
+    "read_ledger": "spanjournal.ledger",
+    "JournalReadError": "spanjournal.reader",
+    "ReadIssue": "spanjournal.reader",
     "configure": "spanjournal.config",
     "Spanjournal": "spanjournal.config",
     "dispatch": "spanjournal.instrument",
