@@ -91,6 +91,9 @@ def split(paths: list[Path], parts: int) -> list[list[Segment]]:
     room = target
     for path, size in zip(paths, sizes):
         offset = 0
+        if room <= 0 and out[-1] and len(out) < parts:  # the files before filled this part
+            out.append([])
+            room = target
         with open(path, "rb") as f:
             while size - offset > room and len(out) < parts:
                 f.seek(offset + room)

@@ -20,7 +20,7 @@ A summary is also what a reader process sends back in a parallel read (see
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,6 +82,10 @@ def native() -> bool:
     return Table is not None and os.environ.get("SPANJOURNAL_PURE_PYTHON", "") in ("", "0")
 
 
+class NotNative(Exception):
+    """The C table cannot hold a value a journal holds (a pid beyond 64 bits): read it the Python way."""
+
+
 class NativeFold:
     """Feeds blocks of lines to a C table; lines it stops at are decoded here."""
 
@@ -113,7 +117,10 @@ class NativeFold:
         for e in events:
             if e.kind == 1:
                 span = e.span_id or _synthetic(ledger)
-                table.dispatch(e.chunk_id, span, e.host, e.pid, e.proc_start)
+                try:
+                    table.dispatch(e.chunk_id, span, e.host, e.pid, e.proc_start)
+                except OverflowError as exc:
+                    raise NotNative(f"{self.name}: {exc}") from exc
             elif e.kind == 2:
                 span = e.span_id or table.latest_span(e.chunk_id) or _synthetic(ledger)
                 table.complete(e.chunk_id, span, e.success)
@@ -203,21 +210,24 @@ def _synthetic(ledger: Ledger) -> str:
 
 def fold_segments(
     ledger: Ledger,
-    segments: list[Segment],
+    segments: Sequence[Segment],
     progress: Callable[[int], None] | None,
     fold: NativeFold | None = None,
+    *,
+    use_native: bool = True,
 ) -> dict[str, int]:
     """Fold parts of journal files into the states-only ``ledger``, in order.
 
     Returns the lines read per file. With ``fold``, lines go to its table,
     and the caller merges it; otherwise the C fold is used (and merged) when
-    it is built, else the Python one.
+    it is built and ``use_native``, else the Python one. Raises
+    :class:`NotNative` when the C table cannot hold what a journal says.
     """
     stats = ledger.stats
     lines: dict[str, int] = {}
     # One table for all segments: a completion without a span id pairs with
     # its chunk's latest dispatch, which may be in an earlier file.
-    own = fold is None and native()
+    own = fold is None and use_native and native()
     if own:
         fold = NativeFold(ledger)
     for path, start, stop in segments:

@@ -38,7 +38,7 @@ from typing import Any
 from spanjournal._parallel import read_parallel, workers_for
 from spanjournal._process import is_alive
 from spanjournal._schema import Completed, Dispatched
-from spanjournal._statefold import NativeLatest, fold_segments
+from spanjournal._statefold import NativeLatest, NotNative, fold_segments
 from spanjournal.reader import ReadIssue, ReadStats, resolve_paths, scan
 
 
@@ -436,13 +436,21 @@ def _read_states(
     ledger: Ledger, files: list[Path], workers: int | None, progress: Callable[[int], None] | None
 ) -> Ledger:
     parts = workers_for(files) if workers is None else workers
-    if parts > 1:
-        if read_parallel(ledger, files, parts, progress):
+    whole = [(str(p), 0, None) for p in files]
+    try:
+        if parts > 1 and read_parallel(ledger, files, parts, progress):
             return ledger
-        # Spoiled: read again, in one process, into a new ledger.
-        ledger = Ledger(ReadStats(max_issues=ledger.stats.max_issues), detail=False, keep_attempts=False)
-    fold_segments(ledger, [(str(p), 0, None) for p in files], progress)
+        if parts > 1:  # spoiled: read again, in one process, into a new ledger
+            ledger = _states_ledger(ledger.stats.max_issues)
+        fold_segments(ledger, whole, progress)
+    except NotNative:
+        ledger = _states_ledger(ledger.stats.max_issues)
+        fold_segments(ledger, whole, progress, use_native=False)
     return ledger
+
+
+def _states_ledger(max_issues: int) -> Ledger:
+    return Ledger(ReadStats(max_issues=max_issues), detail=False, keep_attempts=False)
 
 
 def _expected_ids(expect: Iterable[str] | str | os.PathLike[str]) -> list[str]:

@@ -221,7 +221,8 @@ def _scan_file(
             elif block_start <= cut:
                 view = memoryview(buf)[block_start : cut + 1]
                 lines = buf.count(b"\n", block_start, cut + 1)
-                yield _decode_block(view, lines, line_no, name, stats, decoder, line_decoder)
+                whole = _one_object_per_line(buf, block_start, cut + 1, lines)
+                yield _decode_block(view, lines, whole, line_no, name, stats, decoder, line_decoder)
                 view.release()
                 line_no += lines
                 stats.lines += lines
@@ -256,23 +257,35 @@ def _decode_tail(tail: bytes, line_decoder: LineDecoder) -> Any:
         return None
 
 
+def _one_object_per_line(buf: bytearray, start: int, end: int, lines: int) -> bool:
+    """Whether every line of ``buf[start:end]`` starts with ``{`` and ends with ``}``.
+
+    ``decode_lines`` takes several values on one line and one value over
+    several lines, and passes over blank lines: only when each line is one
+    object does the number of events it returns tell that each line held one.
+    """
+    return buf[start] == 0x7B and buf.count(b"}\n", start, end) == lines and buf.count(b"\n{", start, end) == lines - 1
+
+
 def _decode_block(
     view: memoryview,
     lines: int,
+    whole: bool,
     line_no: int,
     name: str,
     stats: ReadStats,
     decoder: Decoder,
     line_decoder: LineDecoder,
 ) -> list[Any]:
-    try:
-        events = decoder.decode_lines(view)
-    except _UNDECODABLE:
-        pass
-    else:
-        if len(events) == lines:  # decode_lines passes over blank lines silently
-            stats.events += lines
-            return events
+    if whole:
+        try:
+            events = decoder.decode_lines(view)
+        except _UNDECODABLE:
+            pass
+        else:
+            if len(events) == lines:
+                stats.events += lines
+                return events
     return _decode_lines_one_by_one(bytes(view), line_no, name, stats, line_decoder)
 
 
