@@ -382,6 +382,7 @@ typedef struct {
 } Parser;
 
 #define WS(c) ((c) == ' ' || (c) == '\t' || (c) == '\r')
+#define IS_DIGIT(c) ((unsigned char)((c) - '0') <= 9)
 
 /* Every line given to the parser is followed by its newline (ps->end points
  * at it): a scan that stops at '\n' or any other non-blank byte needs no
@@ -519,48 +520,42 @@ parse_string(Parser *ps, Bytes *out, int *plain)
 static int
 parse_number(Parser *ps, int *is_int, int64_t *value)
 {
-    const char *p = ps->p, *end = ps->end;
-    int neg = 0;
-    if (p < end && *p == '-') {
-        neg = 1;
-        p++;
-    }
-    if (p >= end || *p < '0' || *p > '9')
+    /* No bounds checks: the newline after the line stops every loop. */
+    const char *p = ps->p;
+    int neg = *p == '-';
+    p += neg;
+    if (!IS_DIGIT(*p))
         return 0;
     const char *digits = p;
+    uint64_t v = 0;
     if (*p == '0')
         p++;
     else
-        while (p < end && *p >= '0' && *p <= '9')
-            p++;
+        while (IS_DIGIT(*p))
+            v = v * 10 + (uint64_t)(*p++ - '0'); /* wraps past 19 digits: unused then */
     size_t ndigits = (size_t)(p - digits);
     int integral = 1;
-    if (p < end && *p == '.') {
+    if (*p == '.') {
         integral = 0;
         p++;
-        if (p >= end || *p < '0' || *p > '9')
+        if (!IS_DIGIT(*p))
             return 0;
-        while (p < end && *p >= '0' && *p <= '9')
+        while (IS_DIGIT(*p))
             p++;
     }
-    if (p < end && (*p == 'e' || *p == 'E')) {
+    if (*p == 'e' || *p == 'E') {
         integral = 0;
         p++;
-        if (p < end && (*p == '+' || *p == '-'))
+        if (*p == '+' || *p == '-')
             p++;
-        if (p >= end || *p < '0' || *p > '9')
+        if (!IS_DIGIT(*p))
             return 0;
-        while (p < end && *p >= '0' && *p <= '9')
+        while (IS_DIGIT(*p))
             p++;
     }
-    *is_int = 0;
-    if (integral && ndigits <= 18) {
-        int64_t v = 0;
-        for (const char *q = digits; q < digits + ndigits; q++)
-            v = v * 10 + (*q - '0');
-        *value = neg ? -v : v;
-        *is_int = 1;
-    }
+    *is_int = integral && ndigits <= 18;
+    if (*is_int)
+        *value = neg ? -(int64_t)v : (int64_t)v;
     ps->p = p;
     return 1;
 }
@@ -772,9 +767,9 @@ parse_line_fast(Parser *ps, const char *limit)
         if (odd & valid)
             return 0;
         unsigned quotes = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(w, quote)) & valid;
+        if (nq > MAX_QUOTES - 16) /* room for this chunk's quotes */
+            return 0;
         while (quotes) {
-            if (nq == MAX_QUOTES)
-                return 0;
             q[nq++] = (uint16_t)(off + (unsigned)__builtin_ctz(quotes));
             quotes &= quotes - 1;
         }
