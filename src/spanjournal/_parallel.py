@@ -25,17 +25,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from spanjournal._statefold import (
-    Failure,
-    NativeFold,
-    OpenDispatch,
-    Segment,
-    Summary,
-    fold_segments,
-    merge,
-    native,
-    summarize,
-)
+from spanjournal._schema import CompletedState, DispatchedState
+from spanjournal._statefold import NativeFold, Segment, fold_segments, native
 from spanjournal.reader import ReadIssue, ReadStats
 
 if TYPE_CHECKING:
@@ -50,11 +41,16 @@ _HEAD = struct.Struct("<Q")
 
 
 class _Summary(msgspec.Struct, array_like=True):
+    """What a child read in its part: its fold (without the C fold) and its statistics."""
+
+    #: Dispatched chunk ids, by first dispatch.
     seen: list[str]
-    open: list[OpenDispatch]
+    #: (chunk_id, span_id, host, pid, proc_start): the latest dispatch of each chunk not done.
+    open: list[tuple[str, str, str | None, int | None, int | None]]
     done: list[str]
     failed_spans: list[str]
-    failures: list[Failure]
+    #: (chunk_id, span_id): each chunk's last failure, by first failure.
+    failures: list[tuple[str, str]]
     planned: list[str]
     spanless: bool
     files: list[str]
@@ -201,16 +197,14 @@ def _fold_part(part: list[Segment]) -> tuple[bytes, _Summary]:
     part_ledger = Ledger(stats, detail=False, keep_attempts=False)
     fold = NativeFold(part_ledger) if native() else None
     lines = fold_segments(part_ledger, part, None, fold)
-    if fold is not None:
-        table, summary = fold.table.dump(), Summary([], [], [], [], [])
-    else:
-        table, summary = b"", summarize(part_ledger)
+    table = fold.table.dump() if fold is not None else b""
+    done, latest = part_ledger._done, part_ledger._latest  # empty with the C fold
     return table, _Summary(
-        seen=list(summary.seen),
-        open=summary.open,
-        done=list(summary.done),
-        failed_spans=list(summary.failed_spans),
-        failures=summary.failures,
+        seen=list(latest),
+        open=[(c, d.span_id, d.host, d.pid, d.proc_start) for c, d in latest.items() if c not in done],
+        done=list(done),
+        failed_spans=list(part_ledger._completed),
+        failures=[(c, f.span_id) for c, f in part_ledger._failures.items()],
         planned=list(part_ledger.planned),
         spanless=part_ledger._synthetic > 0,
         files=list(lines),
@@ -253,5 +247,22 @@ def _merge(ledger: Ledger, s: _Summary, table: memoryview, line_base: dict[str, 
     if fold is not None:
         fold.table.load(table)
     else:
-        merge(ledger, Summary(s.seen, s.open, s.done, s.failed_spans, s.failures))
+        _merge_states(ledger, s)
     ledger._plan(s.planned)
+
+
+def _merge_states(ledger: Ledger, s: _Summary) -> None:
+    """Fold a later part's states (read without the C fold) into ``ledger``."""
+    ledger._not_done_ids = ledger._undispatched_ids = None
+    latest = ledger._latest
+    latest.update(dict.fromkeys(s.seen))
+    latest.update(
+        (c, DispatchedState(chunk_id=c, span_id=span, host=host, pid=pid, proc_start=proc))
+        for c, span, host, pid, proc in s.open
+    )
+    done, failed_spans = ledger._done, ledger._completed
+    assert isinstance(done, set) and isinstance(failed_spans, set), "a states-only ledger"
+    done.update(s.done)
+    failed_spans.update(s.failed_spans)
+    for c, span in s.failures:
+        ledger._failures[c] = CompletedState(chunk_id=c, success=False, span_id=span)

@@ -5,7 +5,8 @@ go straight to its table, which folds every line whose meaning is plain
 without making Python objects, and stops at any other line. That line is
 decoded here, exactly as the pure-Python reader would (reports, unknown
 events, lines without span ids), and its event is folded through the table,
-in file order. At the end the table's summary is merged into the ledger.
+in file order. At the end the table is handed to the ledger, which makes
+Python objects only for the chunks not done.
 Without the extension (or with ``SPANJOURNAL_PURE_PYTHON=1`` in the
 environment) the reader's own decode and :meth:`Ledger._add` do the work.
 
@@ -13,8 +14,8 @@ Both ways give the same ledger, with one difference: the C fold keeps the
 latest dispatch only of chunks not done (those of done chunks read as
 ``None``), as a parallel read already does.
 
-A summary is also what a reader process sends back in a parallel read (see
-:mod:`spanjournal._parallel`).
+In a parallel read (:mod:`spanjournal._parallel`) each reader process
+sends back its table's dump, which the parent loads in file order.
 """
 
 from __future__ import annotations
@@ -42,39 +43,7 @@ except ImportError:  # pragma: no cover - built wherever a C compiler was found
 #: Decodes blocks of lines into the state-only views (the pure-Python way).
 STATE_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(StateEvent)
 
-#: (chunk_id, span_id, host, pid, proc_start) of a chunk's latest dispatch.
-OpenDispatch = tuple[str, str, "str | None", "int | None", "int | None"]
-#: (chunk_id, span_id) of a chunk's last failure.
-Failure = tuple[str, str]
-
 Segment = tuple[str, int, "int | None"]  # path, start offset, stop offset (None: to EOF)
-
-
-class Summary:
-    """What a states-only fold found, in the form a ledger merges.
-
-    ``seen``: the dispatched chunk ids by first dispatch (the keys of a dict,
-    or a list); ``open``: the latest dispatch of each dispatched chunk not
-    done; ``done``: chunks with a success; ``failed_spans``: the span ids of
-    failed completions; ``failures``: each chunk's last failure, by first
-    failure.
-    """
-
-    __slots__ = ("done", "failed_spans", "failures", "open", "seen")
-
-    def __init__(
-        self,
-        seen: dict[str, None] | list[str],
-        open: list[OpenDispatch],
-        done: set[str] | list[str],
-        failed_spans: set[str] | list[str],
-        failures: list[Failure],
-    ) -> None:
-        self.seen = seen
-        self.open = open
-        self.done = done
-        self.failed_spans = failed_spans
-        self.failures = failures
 
 
 def native() -> bool:
@@ -246,42 +215,3 @@ def fold_segments(
     if own and fold is not None:
         fold.finish()
     return lines
-
-
-def summarize(ledger: Ledger) -> Summary:
-    """The summary of a states-only ledger (folded in Python or merged)."""
-    done = ledger._done
-    latest = ledger._latest
-    return Summary(
-        seen=list(latest),
-        open=[(c, d.span_id, d.host, d.pid, d.proc_start) for c, d in latest.items() if c not in done],
-        done=list(done),
-        failed_spans=list(ledger._completed),
-        failures=[(c, f.span_id) for c, f in ledger._failures.items()],
-    )
-
-
-def merge(ledger: Ledger, s: Summary) -> None:
-    """Fold the summary of a later part of the journals into ``ledger``."""
-    ledger._not_done_ids = ledger._undispatched_ids = None
-    if not ledger._latest and isinstance(s.seen, dict):
-        ledger._latest = s.seen  # the first part: no copy
-    else:
-        ledger._latest.update(dict.fromkeys(s.seen))
-    ledger._latest.update(
-        (c, DispatchedState(chunk_id=c, span_id=span, host=host, pid=pid, proc_start=proc))
-        for c, span, host, pid, proc in s.open
-    )
-    done, failed_spans = ledger._done, ledger._completed
-    assert isinstance(done, set) and isinstance(failed_spans, set), "a states-only ledger"
-    if not done and isinstance(s.done, set):
-        ledger._done = s.done
-    else:
-        done.update(s.done)
-    if not failed_spans and isinstance(s.failed_spans, set):
-        ledger._completed = s.failed_spans
-    else:
-        failed_spans.update(s.failed_spans)
-    failures = ledger._failures
-    for c, span in s.failures:
-        failures[c] = CompletedState(chunk_id=c, success=False, span_id=span)
