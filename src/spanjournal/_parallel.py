@@ -66,7 +66,12 @@ class _Summary(msgspec.Struct, array_like=True):
 
 
 def workers_for(paths: list[Path]) -> int:
-    """How many processes to read ``paths`` with (1: do not fork)."""
+    """How many processes to read ``paths`` with (1: do not fork).
+
+    One per idle core, as ``make -l`` does: cores that other processes keep
+    busy (by the one-minute load average) are left out, since a reader
+    process that has to share a core only adds the cost of its merge.
+    """
     if not hasattr(os, "fork") or threading.active_count() > 1:
         return 1  # forking a threaded process could copy a held lock
     total = 0
@@ -76,6 +81,8 @@ def workers_for(paths: list[Path]) -> int:
     if total < PARALLEL_MIN_BYTES:
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    with contextlib.suppress(OSError, AttributeError):
+        cpus = min(cpus, (os.cpu_count() or 1) - round(os.getloadavg()[0]))
     return max(1, min(cpus, MAX_WORKERS, total // (PARALLEL_MIN_BYTES // 2)))
 
 
