@@ -174,6 +174,8 @@ class Ledger:
         self._alive: dict[tuple[Any, Any, Any], bool] = {}
         self._synthetic = 0
         self._not_done_ids: list[str] | None = None
+        self._not_done_state: dict[str, ChunkState] = {}
+        self._states_of: list[str] | None = None
 
     @property
     def issues(self) -> list[ReadIssue]:
@@ -228,6 +230,10 @@ class Ledger:
         """The state of one chunk; ``KeyError`` for a chunk the ledger does not know."""
         if chunk_id in self._done:
             return ChunkState.DONE
+        return self._state_not_done(chunk_id)
+
+    def _state_not_done(self, chunk_id: str) -> ChunkState:
+        """The state of a chunk known to have no success."""
         d = self._latest.get(chunk_id)
         if d is not None:
             if d.span_id in self._completed:
@@ -284,12 +290,10 @@ class Ledger:
     def pending(self, states: Iterable[ChunkState | str] = PENDING_STATES) -> list[str]:
         """The chunk ids to retry (by default), in first-dispatch order."""
         wanted = {ChunkState(s) for s in states}
-        state = self.state
-        ids = self.chunk_ids() if ChunkState.DONE in wanted else self._not_done()
-        if wanted == PENDING_STATES:
-            # The common case: only chunks whose writer might be alive need a look at /proc.
-            return [c for c in ids if state(c) is not ChunkState.RUNNING]
-        return [c for c in ids if state(c) in wanted]
+        if ChunkState.DONE in wanted:
+            state = self.state
+            return [c for c in self.chunk_ids() if state(c) in wanted]
+        return [c for c, s in self._not_done_states().items() if s in wanted]
 
     def by_state(self, state: ChunkState | str) -> list[Chunk]:
         return [self[c] for c in self.pending([state])]
@@ -298,9 +302,17 @@ class Ledger:
         """How many chunks are in each state (every state present, maybe 0)."""
         out = dict.fromkeys(ChunkState, 0)
         out[ChunkState.DONE] = len(self._done)
-        for c in self._not_done():
-            out[self.state(c)] += 1
+        for s in self._not_done_states().values():
+            out[s] += 1
         return out
+
+    def _not_done_states(self) -> dict[str, ChunkState]:
+        """The state of each chunk without a success, in ledger order (kept with ``_not_done``)."""
+        ids = self._not_done()
+        if self._states_of is not ids:  # worked out for another list: the ledger changed since
+            self._not_done_state = {c: self._state_not_done(c) for c in ids}
+            self._states_of = ids
+        return self._not_done_state
 
     # -- the fold -------------------------------------------------------------
 

@@ -48,7 +48,6 @@ STATE_ORDER = (
     ChunkState.NEVER_DISPATCHED,
     ChunkState.RUNNING,
 )
-NOT_DONE_STATES = frozenset(STATE_ORDER)
 
 
 def register(subparsers: Subparsers) -> None:
@@ -125,17 +124,9 @@ def select(ledger: Ledger, wanted: Iterable[ChunkState]) -> tuple[list[str], dic
     Only chunks not done are looked at one by one (``Ledger.pending``); done
     ones are counted as the rest.
     """
-    wanted = frozenset(wanted)
     counts = dict.fromkeys(ChunkState, 0)
-    ids = []
     counts.update(ledger.counts())
-    state = ledger.state
-    if ChunkState.DONE in wanted:
-        return ledger.pending(wanted), counts
-    for cid in ledger.pending(NOT_DONE_STATES):
-        if state(cid) in wanted:
-            ids.append(cid)
-    return ids, counts
+    return ledger.pending(wanted), counts
 
 
 def summary(ids: list[str], counts: dict[ChunkState, int], wanted: Iterable[ChunkState], ledger: Ledger) -> str:
