@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from spanjournal import Completed, Dispatched, Journal, JournalReadError, read_ledger
 from spanjournal import reader as reader_module
 from spanjournal._schema import encode
-from spanjournal.reader import ReadStats, resolve_paths, scan
+from spanjournal.reader import ReadStats, _block_lines, resolve_paths, scan
 
 
 def dispatched(chunk: str, span: str = "") -> bytes:
@@ -210,3 +210,17 @@ def test_a_journal_cut_at_any_byte_reads_its_complete_events(
     assert [e.chunk_id for e in events] == [*complete, "after-1", "after-2"]
     # The fragment, now terminated, is one reported bad line at most.
     assert stats.bad_lines == (1 if stats.issues else 0)
+
+
+LINE_SHAPES = [b"{}", b'{"a":1}', b"", b" {}", b"{} ", b"{}{}", b"x", b"{", b"}", b"{\r}"]
+
+
+@given(st.lists(st.sampled_from(LINE_SHAPES), max_size=8))
+def test_the_c_and_python_line_checks_agree(lines: list[bytes]) -> None:
+    """``block_lines`` (C) and ``_block_lines`` (its pure-Python fallback) say the same of any block."""
+    speedups = pytest.importorskip("spanjournal._speedups")
+    buf = bytearray(b"pad\n" + b"".join(line + b"\n" for line in lines))
+    expected = (len(lines), all(line.startswith(b"{") and line.endswith(b"}") for line in lines))
+    assert speedups.block_lines(buf, 4, len(buf)) == expected
+    if lines:  # the pure check reads the block's first byte
+        assert _block_lines(buf, 4, len(buf)) == expected

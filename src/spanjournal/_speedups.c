@@ -1456,6 +1456,45 @@ static PyMethodDef Table_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+PyDoc_STRVAR(block_lines_doc,
+"block_lines(block, start, end) -> (lines, whole)\n\n"
+"How many newline-terminated lines ``block[start:end]`` holds, and whether\n"
+"each of them starts with '{' and ends with '}' (the pure-Python reader's\n"
+"check before it trusts a count of decoded events). One pass.");
+
+static PyObject *
+block_lines(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t start, stop;
+    if (!PyArg_ParseTuple(args, "y*nn:block_lines", &view, &start, &stop))
+        return NULL;
+    if (start < 0 || stop > view.len || start > stop) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "block_lines: start and end must be offsets into the block");
+        return NULL;
+    }
+    const char *p = (const char *)view.buf + start, *end = (const char *)view.buf + stop;
+    Py_ssize_t lines = 0;
+    int whole = 1;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl == NULL)
+            break;
+        lines++;
+        if (nl == p || *p != '{' || nl[-1] != '}')
+            whole = 0;
+        p = nl + 1;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(nO)", lines, whole ? Py_True : Py_False);
+}
+
+static PyMethodDef module_methods[] = {
+    {"block_lines", block_lines, METH_VARARGS, block_lines_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyTypeObject TableType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "spanjournal._speedups.Table",
@@ -1472,6 +1511,7 @@ static struct PyModuleDef speedups_module = {
     .m_name = "spanjournal._speedups",
     .m_doc = "The states-only fold of journal lines, in C (optional; the reader falls back to Python).",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC

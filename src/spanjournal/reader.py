@@ -220,8 +220,7 @@ def _scan_file(
                 stats.lines += lines
             elif block_start <= cut:
                 view = memoryview(buf)[block_start : cut + 1]
-                lines = buf.count(b"\n", block_start, cut + 1)
-                whole = _one_object_per_line(buf, block_start, cut + 1, lines)
+                lines, whole = block_lines(buf, block_start, cut + 1)
                 yield _decode_block(view, lines, whole, line_no, name, stats, decoder, line_decoder)
                 view.release()
                 line_no += lines
@@ -257,14 +256,23 @@ def _decode_tail(tail: bytes, line_decoder: LineDecoder) -> Any:
         return None
 
 
-def _one_object_per_line(buf: bytearray, start: int, end: int, lines: int) -> bool:
-    """Whether every line of ``buf[start:end]`` starts with ``{`` and ends with ``}``.
+def _block_lines(buf: bytearray, start: int, end: int) -> tuple[int, bool]:
+    """The lines of ``buf[start:end]``, and whether each starts with ``{`` and ends with ``}``.
 
     ``decode_lines`` takes several values on one line and one value over
     several lines, and passes over blank lines: only when each line is one
-    object does the number of events it returns tell that each line held one.
+    object does the number of events it returns tell that each line held
+    one. (The C extension does the same in one pass.)
     """
-    return buf[start] == 0x7B and buf.count(b"}\n", start, end) == lines and buf.count(b"\n{", start, end) == lines - 1
+    lines = buf.count(b"\n", start, end)
+    whole = buf[start] == 0x7B and buf.count(b"}\n", start, end) == lines == buf.count(b"\n{", start, end) + 1
+    return lines, whole
+
+
+try:
+    from spanjournal._speedups import block_lines
+except ImportError:  # pragma: no cover - built wherever a C compiler was found
+    block_lines = _block_lines  # type: ignore[assignment]  # takes the bytearray the reader has
 
 
 def _decode_block(
