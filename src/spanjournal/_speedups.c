@@ -13,13 +13,17 @@
  * with exactly these values. Anything else - a blank line, a byte-order mark,
  * bad JSON, an unknown event, a wrong field type, a duplicate key, a missing
  * or empty span id, an escape or invalid UTF-8 in a field it keeps, an
- * integer beyond 64 bits, nesting deeper than MAX_DEPTH - is *deferred*:
+ * integer of more than 18 digits, nesting deeper than MAX_DEPTH - is *deferred*:
  * feed() stops at that line and the Python reader decodes it, reports it if
  * it is bad, and folds the event (if any) with dispatch()/complete(). So the
  * C code never decides what a doubtful line means; it only takes the lines
  * whose meaning is plain.
  *
- * summary() returns what spanjournal._parallel merges into a Ledger.
+ * Afterwards the ledger asks the table (spanjournal._statefold): summary()
+ * gives Python objects for the chunks not done and the failures only;
+ * flags() and ids() answer for the rest. dump()/load() carry a reader
+ * process's table to the parent in a parallel read. block_lines() serves
+ * the pure-Python reader.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
