@@ -297,3 +297,25 @@ def test_events_without_span_ids_fall_back_to_one_process(tmp_path: Path, monkey
     assert got.state("c1") is ChunkState.UNFINISHED  # dispatched again after its failure
     assert got.state("c3") is ChunkState.FAILED
     assert got.pending() == read_ledger(path).pending()
+
+
+def test_nesting_too_deep_and_a_pid_no_process_can_have_do_not_raise(tmp_path: Path) -> None:
+    host = self_identity()[0]
+    deep = b'{"event":"subagent_dispatched","chunk_id":"x","span_id":"s9","attrs":' + b"[" * 5000 + b"]" * 5000 + b"}\n"
+    path = tmp_path / "j.jsonl"
+    path.write_bytes(deep + encode(d("a", "s1", host=host, pid=2**40)))
+    for detail in (False, True):
+        ledger = read_ledger(path, detail=detail, workers=1)
+        assert ledger.pending() == ["a"]
+        assert ledger.state("a") is ChunkState.UNFINISHED
+        assert [(i.line, "recursion" in i.message) for i in ledger.issues] == [(1, True)]
+
+
+def test_a_states_only_read_gives_no_completion_for_a_done_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    events = [d("a", "s1"), c("a", "s1", False), d("a", "s2"), c("a", "s2", True)]
+    path.write_bytes(b"".join(map(encode, events)))
+    chunk = read_ledger(path, detail=False, workers=1)["a"]
+    assert chunk.state is ChunkState.DONE
+    assert chunk.completion is None
+    assert read_ledger(path)["a"].completion is not None  # a full read has it

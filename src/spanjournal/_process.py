@@ -56,7 +56,7 @@ def is_alive(host: str | None, pid: int | None, started: int | None) -> bool:
         return False
     except PermissionError:
         pass
-    except OSError:
+    except (OSError, OverflowError):  # OverflowError: a pid no process can have
         return False
     stat = _stat(pid)
     if stat is None:

@@ -254,7 +254,12 @@ class Ledger:
         d = self._latest.get(chunk_id)
         completed = self._completed
         by_span = completed.get if isinstance(completed, dict) else _no_completion
-        completion = by_span(d.span_id) if d is not None else self._failures.get(chunk_id)
+        if d is not None:
+            completion = by_span(d.span_id)
+        elif chunk_id in self._latest:  # a done chunk whose dispatch the C fold did not keep
+            completion = None
+        else:
+            completion = self._failures.get(chunk_id)
         attempts = []
         if self._attempts is not None:
             attempts = [Attempt(a, by_span(a.span_id)) for a in self._attempts.get(chunk_id, ())]

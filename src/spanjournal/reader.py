@@ -37,7 +37,8 @@ MAX_LINE_BYTES = 64 * 1024 * 1024
 
 _BOM = b"\xef\xbb\xbf"
 # msgspec raises UnicodeDecodeError, not DecodeError, for bad UTF-8 inside a string.
-_UNDECODABLE = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+# msgspec raises RecursionError for nesting deeper than it allows.
+_UNDECODABLE = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 _WHITESPACE = b" \t\r"
 
 
@@ -313,7 +314,7 @@ def _decode_lines_one_by_one(
         except msgspec.ValidationError as exc:
             stats.report(name, i, f"bad event skipped: {exc}")
             continue
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             stats.report(name, i, f"{_describe_garbage(line, exc)} skipped")
             continue
         stats.events += 1
