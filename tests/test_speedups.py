@@ -427,9 +427,24 @@ def journal_line(draw: st.DrawFn) -> bytes:
 
 
 @st.composite
+def attempt(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    """A dispatch and a completion of one chunk, the span ids of either maybe missing (then pairing is by order)."""
+    chunk = draw(plain_chunks)
+    span = draw(st.sampled_from([*PLAIN_SPANS[:3], None, ""]))
+    dispatch = {"event": DISPATCHED, "chunk_id": chunk, "span_id": span, "pid": draw(st.integers(0, 99))}
+    completion = {"event": COMPLETED, "chunk_id": chunk, "success": draw(st.booleans())}
+    completion["span_id"] = draw(st.sampled_from([span, span, None, "", "s9"]))
+    return dumps(dispatch, False, True), dumps(completion, False, True)
+
+
+@st.composite
 def journal(draw: st.DrawFn) -> bytes:
     """Whole lines, then maybe an unterminated tail: an event that lost its newline, or one cut short."""
     lines = draw(st.lists(journal_line(), min_size=1, max_size=24))
+    for dispatch, completion in draw(st.lists(attempt(), max_size=3)):
+        i = draw(st.integers(0, len(lines)))
+        lines.insert(i, dispatch)
+        lines.insert(draw(st.integers(i + 1, len(lines))), completion)
     data = b"".join(line + b"\n" for line in lines)
     tail = draw(st.integers(0, 3))
     if tail == 1:
