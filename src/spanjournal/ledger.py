@@ -420,9 +420,11 @@ def read_ledger(
     keeps only each chunk's latest attempt: memory then depends on the number
     of chunks, not of lines. ``detail=False`` decodes only the fields that
     decide states, the fastest read (then ``attempts`` is empty and errors,
-    tokens, output files and times read as ``None``); a large journal is then
-    read by ``workers`` processes (default: one per core, for journals of
-    tens of megabytes and more; 1 never forks). Never raises on bad
+    tokens, output files and times read as ``None``, and so does the
+    dispatch of a done chunk): lines are folded in C when the extension is
+    built (see :mod:`spanjournal._statefold`), and a large journal is read by
+    ``workers`` processes (default: one per idle core, for journals of tens
+    of megabytes and more; 1 never forks). Never raises on bad
     content (see ``ledger.issues``); raises
     :class:`~spanjournal.reader.JournalReadError` for a path that cannot be
     read.
