@@ -94,6 +94,7 @@ def test_dispatch_span_becomes_a_dispatched_and_a_completed_line(setup: Setup) -
         pid=pid,
         proc_start=proc_start,
         output_file="responses/027.json",
+        cwd=os.getcwd(),
         batch="batch-3",
         agent="router",
         service_name="router-bench",

@@ -55,6 +55,8 @@ class Dispatched(_Event, tag=DISPATCHED):
     pid: int | None = None
     proc_start: int | None = None
     output_file: str | None = None
+    #: The dispatching process's working directory: what a relative ``output_file`` is relative to.
+    cwd: str | None = None
     batch: str | None = None
     agent: str | None = None
     service_name: str | None = None

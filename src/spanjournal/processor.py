@@ -450,7 +450,7 @@ class JournalSpanProcessor(SpanProcessor):
         items = get(_ITEMS_ASSIGNED)
         output_file = get(_OUTPUT_FILE)
         # The fields that repeat from dispatch to dispatch are encoded once per distinct set.
-        key = (task, batch, agent, items, service_name, self_identity())
+        key = (task, batch, agent, items, service_name, self_identity(), _getcwd())
         try:
             tail = self._tails[key]
         except KeyError:
@@ -488,7 +488,7 @@ class JournalSpanProcessor(SpanProcessor):
 
     def _dispatch_tail(self, key: tuple[Any, ...], keep: bool = True) -> bytes:
         """``,"task_description":…,"host":…}\n``: the end of a dispatched line for these values."""
-        task, batch, agent, items, service_name, (host, pid, proc_start) = key
+        task, batch, agent, items, service_name, (host, pid, proc_start), cwd = key
         fields: dict[str, Any] = {}
         if task is not None:
             fields["task_description"] = _str_or_none(task)
@@ -502,6 +502,8 @@ class JournalSpanProcessor(SpanProcessor):
         fields["pid"] = pid
         if proc_start is not None:
             fields["proc_start"] = proc_start
+        if cwd is not None:
+            fields["cwd"] = cwd
         if service_name is not None:
             fields["service_name"] = service_name
         tail = b"," + _encode(fields)[1:] + b"\n"
@@ -640,6 +642,14 @@ _INPUT_TOKENS = semconv.GEN_AI_INPUT_TOKENS
 _OUTPUT_TOKENS = semconv.GEN_AI_OUTPUT_TOKENS
 _encode = msgspec.json.Encoder().encode
 _TAIL_CACHE_SIZE = 1024
+
+
+def _getcwd() -> str | None:
+    """This process's working directory, or None if it was removed."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
 
 
 def _str_or_none(value: object) -> str | None:
