@@ -52,12 +52,11 @@ def escape_id(chunk_id: str) -> str:
 MAX_TABLE_ROWS = 50
 
 
-def bounded(rows: Sequence[Sequence[object]], limit: int | None = MAX_TABLE_ROWS) -> list[Sequence[object]]:
-    """``rows``, cut to ``limit`` with a last row saying how many were left out (``None``: all)."""
+def bounded(rows: Sequence[Sequence[object]], limit: int | None = MAX_TABLE_ROWS) -> tuple[list[Sequence[object]], int]:
+    """``rows`` cut to ``limit`` (``None``: all), and how many were left out."""
     if limit is None or len(rows) <= limit:
-        return list(rows)
-    more = len(rows) - limit
-    return [*rows[:limit], (f"... {more:,} more row{'s' if more != 1 else ''} not shown",)]
+        return list(rows), 0
+    return list(rows[:limit]), len(rows) - limit
 
 
 class Progress:
@@ -161,7 +160,7 @@ def read_summary(stats: ReadStats) -> list[str]:
 def text_table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, right: Iterable[int] = ()) -> str:
     """Rows as aligned plain-text columns under ``headers`` (none if all empty); ``right``: right-aligned columns."""
     header = [[str(h) for h in headers]] if any(headers) else []
-    cells = [*header, *([str(c) for c in row] + [""] * (len(headers) - len(row)) for row in rows)]
+    cells = [*header, *([str(c) for c in row] for row in rows)]
     widths = [max((len(row[i]) for row in cells), default=0) for i in range(len(headers))]
     right_set = set(right)
     lines = []

@@ -468,12 +468,13 @@ def render_rich(result: RunStats, stream: TextIO, *, limit: int | None = MAX_TAB
     console = Console(file=stream)
     for title, headers, rows, right in sections(result):
         console.print(Text(title, style="bold"))
-        table = Table(show_header=any(headers))
+        shown, left_out = bounded(rows, limit)
+        caption = f"{left_out:,} more row{'s' if left_out != 1 else ''} not shown (--all-rows)" if left_out else None
+        table = Table(show_header=any(headers), caption=caption)
         for i, header in enumerate(headers):
             table.add_column(Text(header), justify="right" if i in right else "left")
-        for row in bounded(rows, limit):
-            cells = [str(c) for c in row]
-            table.add_row(*(Text(c) for c in cells + [""] * (len(headers) - len(cells))))
+        for row in shown:
+            table.add_row(*(Text(str(c)) for c in row))
         console.print(table)
 
 
