@@ -67,8 +67,8 @@ def event_lines(draw: st.DrawFn) -> bytes:
     if kind == "plan":
         return encode(RunPlanned(chunk_ids=[chunk, "z"]))
     if kind == "badtype":
-        line = '{"v":1,"event":"subagent_completed","chunk_id":"%s","success":true,"tokens_used":"9"}\n' % chunk
-        return line.encode()
+        fields = f'"chunk_id":"{chunk}","success":true,"tokens_used":"9"'
+        return ('{"v":1,"event":"subagent_completed",' + fields + "}\n").encode()
     if kind == "blank":
         return b"\n"
     return b"not json at all\n"
