@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from unittest import mock
 from pathlib import Path
 
 import pytest
@@ -114,37 +115,55 @@ def apply(journal: Path, op: tuple[str, object]) -> None:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=operations)
+@given(ops=operations, save_every_read=st.booleans())
 def test_with_and_without_checkpoints_every_command_gives_the_same_answer_and_warnings(
-    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, object]]
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, object]], save_every_read: bool
 ) -> None:
     folder = tmp_path_factory.mktemp("j")
     journal = folder / "run.jsonl"
     journal.write_bytes(b"")
+    policy = (lambda *args: True) if save_every_read else checkpoints.worth_saving
     for op in ops:
         apply(journal, op)
-        with_checkpoints = answers(journal, checkpoint=True)
+        with mock.patch.object(checkpoints, "worth_saving", policy):
+            with_checkpoints = answers(journal, checkpoint=True)
         without = answers(journal, checkpoint=False)
         assert with_checkpoints == without, op
     assert all(p.suffix == ".jsonl" for p in folder.glob("*.jsonl"))
     assert (folder / ".run.jsonl.spanjournal-checkpoint").exists() or journal.stat().st_size == 0
 
 
-def test_a_checkpoint_is_used_and_only_the_new_tail_is_read(tmp_path: Path) -> None:
+def test_a_checkpoint_is_used_and_only_the_new_tail_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spanjournal import ledger as ledger_module
+
+    started: list[int] = []
+    real_scan = ledger_module.FileScan
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started.append(kwargs.get("offset", 0))
+        return real_scan(*args, **kwargs)
+
+    monkeypatch.setattr(ledger_module, "FileScan", spy)
     journal = tmp_path / "run.jsonl"
     journal.write_bytes(b"".join(encode(Dispatched(chunk_id=f"c{i}", span_id=f"s{i}", **DEAD)) for i in range(50)))  # type: ignore[arg-type]
-    first = read_ledger(journal, keep_attempts=False, checkpoint=True)
-    assert first.stats.bytes == journal.stat().st_size
+    read_ledger(journal, keep_attempts=False, checkpoint=True)
     size = journal.stat().st_size
     with open(journal, "ab") as f:
         f.write(encode(Completed(chunk_id="c3", span_id="s3", success=True)) + b"garbage\n")
-    second = read_ledger(journal, keep_attempts=False, checkpoint=True)
-    assert second.stats.bytes == journal.stat().st_size  # counted as a whole read...
-    assert second.pending() == [f"c{i}" for i in range(50) if i != 3]
-    assert [(i.line, i.message[:10]) for i in second.issues] == [(52, "line that ")]
+    for _ in range(2):  # a small tail is folded again by each read, not saved
+        second = read_ledger(journal, keep_attempts=False, checkpoint=True)
+        assert second.pending() == [f"c{i}" for i in range(50) if i != 3]
+        assert [(i.line, i.message[:10]) for i in second.issues] == [(52, "line that ")]
+    assert started == [0, size, size]
+    monkeypatch.setattr(checkpoints, "worth_saving", lambda *args: True)
+    read_ledger(journal, keep_attempts=False, checkpoint=True)
     restored = checkpoints.load(journal, os.open(journal, os.O_RDONLY), max_issues=10)
-    assert restored is not None and restored.offset == journal.stat().st_size > size  # ...from the saved offset
+    assert restored is not None and restored.offset == journal.stat().st_size > size
     assert restored.lines == 52 and [i.line for i in restored.stats.issues] == [52]
+    third = read_ledger(journal, keep_attempts=False, checkpoint=True)
+    assert started[-1] == journal.stat().st_size
+    assert third.pending() == second.pending() and [str(i) for i in third.issues] == [str(i) for i in second.issues]
+    assert third["c3"].dispatch is not None and third["c3"].success is not None  # done chunks read again
 
 
 def test_a_checkpoint_from_another_version_or_corrupt_is_ignored_and_rebuilt(tmp_path: Path) -> None:

@@ -27,25 +27,46 @@ import array
 import contextlib
 import hashlib
 import os
+import struct
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
 from spanjournal import __version__
 from spanjournal._schema import Completed
-from spanjournal.fold import ChunkRecord, LedgerState
-from spanjournal.reader import ReadIssue, ReadStats
+from spanjournal.fold import ChunkRecord, LazyDone, LedgerState, chunk_hash
+from spanjournal.reader import JournalReadError, ReadIssue, ReadStats
 
 #: Bumped whenever what a checkpoint holds changes meaning.
-FORMAT = 1
+FORMAT = 2
 SUFFIX = ".spanjournal-checkpoint"
+#: A checkpoint file: this, the header's length, the header (msgpack), the done chunks (msgpack).
+MAGIC = b"SJCHKPT\x00"
+_LENGTH = struct.Struct("<Q")
 #: Set to ``1`` (or any value but ``0`` and empty) to read without checkpoints.
 ENV_SWITCH = "SPANJOURNAL_NO_CHECKPOINT"
 EDGE_BYTES = 64 * 1024
 SAMPLES = 16
 SAMPLE_BYTES = 4096
+#: New bytes read past a checkpoint before a new one is saved (see :func:`worth_saving`).
+SAVE_AFTER_BYTES = 1 << 20
+
+
+def worth_saving(restored: bool, start: int, offset: int) -> bool:
+    """Whether to save a new checkpoint after reading a journal from ``start`` to ``offset``.
+
+    Always when there was no valid checkpoint; after one, only once the new
+    tail is worth more than rewriting the checkpoint costs (at least
+    :data:`SAVE_AFTER_BYTES`, and a twentieth of what it covered): a small
+    tail is folded again by the next read, which costs less.
+    """
+    if not restored:
+        return True
+    return offset - start >= max(SAVE_AFTER_BYTES, start // 20)
 
 
 def enabled() -> bool:
@@ -81,10 +102,17 @@ class _Saved(msgspec.Struct, array_like=True):
     bad_lines: int
     unknown_events: int
     issues: list[tuple[int, str]]
-    # the fold
-    chunks: dict[str, ChunkRecord]
+    # the fold: chunks not done here; done ones encoded apart (``done``), read only when a question needs them
+    open_chunks: dict[str, ChunkRecord]
+    done_count: int
+    #: Sorted :func:`~spanjournal.fold.chunk_hash` of each done chunk id (``array('I')`` bytes).
+    done_hashes: bytes
+    #: The length and hash of the :class:`_Done` (msgpack) that follows the header in the file.
+    done_length: int
+    done_digest: bytes
     orphans: dict[str, ChunkRecord]
     planned: list[str]
+    only_planned: list[str]
     sessions: list[str]
     failed: dict[str, Completed]
     durations: bytes
@@ -92,6 +120,34 @@ class _Saved(msgspec.Struct, array_like=True):
     spanless_orphans: list[str]
     synthetic: int
     token: str
+
+
+class _Done(msgspec.Struct, array_like=True):
+    #: Every dispatched chunk id, in first-dispatch order.
+    order: list[str]
+    records: dict[str, ChunkRecord]
+
+
+class CheckpointChanged(JournalReadError):
+    """A checkpoint file was rewritten in place while it was being read (never done by spanjournal)."""
+
+
+DoneReader = Callable[[], tuple[list[str], dict[str, ChunkRecord]]]
+
+
+def _done_reader(f: BinaryIO, where: Path, offset: int, length: int, expected: bytes) -> DoneReader:
+    """Reads the done chunks from the checkpoint file kept open (a newer checkpoint renamed over it does not matter)."""
+
+    def read() -> tuple[list[str], dict[str, ChunkRecord]]:
+        with f:
+            f.seek(offset)
+            blob = f.read(length)
+        if len(blob) != length or hashlib.blake2b(blob, digest_size=16).digest() != expected:
+            raise CheckpointChanged(f"{where}: changed while read; read again (or use --no-checkpoint)")
+        done = msgspec.msgpack.decode(blob, type=_Done)
+        return done.order, done.records
+
+    return read
 
 
 class _Header(msgspec.Struct, array_like=True):
@@ -149,35 +205,57 @@ def load(journal: Path, fd: int, *, max_issues: int) -> Restored | None:
     real = os.path.realpath(journal)
     for where in locations(journal):
         try:
-            data = where.read_bytes()
+            f = open(where, "rb")  # noqa: SIM115 - kept open for the done chunks, closed by their reader
         except OSError:
             continue
         try:
-            header = msgspec.msgpack.decode(data, type=_Header, strict=False)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue
-        if header.format != FORMAT or header.version != __version__:
-            continue
-        try:
-            saved = msgspec.msgpack.decode(data, type=_Saved)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue
-        if (saved.journal, saved.dev, saved.ino) != (real, st.st_dev, st.st_ino) or st.st_size < saved.offset:
-            continue
-        try:
+            saved = _read_header(f)
+            if saved is None:
+                raise ValueError
+            if (saved.journal, saved.dev, saved.ino) != (real, st.st_dev, st.st_ino) or st.st_size < saved.offset:
+                raise ValueError
             if digest(fd, saved.offset) != saved.digest:
-                continue
-        except OSError:
+                raise ValueError
+        except (OSError, ValueError):
+            f.close()
             continue
-        return _restore(saved, str(journal), max_issues)
+        read_done = _done_reader(f, where, f.tell(), saved.done_length, saved.done_digest)
+        if not saved.done_count:
+            f.close()
+        return _restore(saved, str(journal), max_issues, read_done)
     return None
 
 
-def _restore(saved: _Saved, name: str, max_issues: int) -> Restored:
+def _read_header(f: BinaryIO) -> _Saved | None:
+    """The checkpoint's header (everything but the done chunks), or None if it is not one of this version."""
+    head = f.read(len(MAGIC) + _LENGTH.size)
+    if len(head) != len(MAGIC) + _LENGTH.size or not head.startswith(MAGIC):
+        return None
+    (length,) = _LENGTH.unpack_from(head, len(MAGIC))
+    data = f.read(length)
+    try:
+        header = msgspec.msgpack.decode(data, type=_Header, strict=False)
+        if header.format != FORMAT or header.version != __version__:
+            return None
+        return msgspec.msgpack.decode(data, type=_Saved)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def _restore(saved: _Saved, name: str, max_issues: int, read_done: DoneReader) -> Restored:
     state = LedgerState()
-    state.chunks = saved.chunks
     state.orphans = saved.orphans
     state.planned = dict.fromkeys(saved.planned)
+    lazy = None
+    if saved.done_count:
+        lazy = LazyDone(
+            read_done,
+            saved.done_hashes,
+            saved.done_count,
+            only_planned=saved.only_planned,
+            planned_count=len(saved.planned),
+        )
+    state.restore_chunks(saved.open_chunks, lazy)
     state.sessions = dict.fromkeys(saved.sessions)
     state.failed = saved.failed
     state.durations = array.array("d")
@@ -215,6 +293,14 @@ def save(
     if hashed is None or identity is None:
         return None  # replaced or truncated since it was read
     synthetic, token = state.synthetic_counter()
+    chunks = state.chunks
+    open_chunks = {c: r for c, r in chunks.items() if not r.done}
+    done = {c: r for c, r in chunks.items() if r.done}
+    hashes = array.array("I", sorted(map(chunk_hash, done)))
+    try:
+        done_blob = msgspec.msgpack.encode(_Done(list(chunks), done))
+    except (TypeError, OverflowError, ValueError):
+        return None
     saved = _Saved(
         format=FORMAT,
         version=__version__,
@@ -230,9 +316,14 @@ def save(
         bad_lines=stats.bad_lines,
         unknown_events=stats.unknown_events,
         issues=[(i.line, i.message) for i in stats.issues],
-        chunks=state.chunks,
+        open_chunks=open_chunks,
+        done_count=len(done),
+        done_hashes=hashes.tobytes(),
+        done_length=len(done_blob),
+        done_digest=hashlib.blake2b(done_blob, digest_size=16).digest(),
         orphans=state.orphans,
         planned=list(state.planned),
+        only_planned=state.only_planned(),
         sessions=list(state.sessions),
         failed=state.failed,
         durations=state.durations.tobytes(),
@@ -242,16 +333,17 @@ def save(
         token=token,
     )
     try:
-        data = msgspec.msgpack.encode(saved)
+        header = msgspec.msgpack.encode(saved)
     except (TypeError, OverflowError, ValueError):  # a value msgpack cannot hold (an int beyond 64 bits)
         return None
+    parts = (MAGIC, _LENGTH.pack(len(header)), header, done_blob)
     for where in locations(journal):
-        if _write_atomically(where, data):
+        if _write_atomically(where, parts):
             return where
     return None
 
 
-def _write_atomically(path: Path, data: bytes) -> bool:
+def _write_atomically(path: Path, parts: Iterable[bytes]) -> bool:
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -259,7 +351,8 @@ def _write_atomically(path: Path, data: bytes) -> bool:
         return False
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for part in parts:
+                f.write(part)
         os.replace(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):

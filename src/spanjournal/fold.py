@@ -33,8 +33,11 @@ This module does not import OpenTelemetry.
 from __future__ import annotations
 
 import array
+import bisect
+import itertools
 import secrets
-from collections.abc import Iterable
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -124,8 +127,9 @@ class LedgerState:
     def __init__(self, *, keep_attempts: bool = False, session: str | None = None) -> None:
         self.keep_attempts = keep_attempts
         self.session = session
-        #: Dispatched chunks, in first-dispatch order.
-        self.chunks: dict[str, ChunkRecord] = {}
+        #: Dispatched chunks, in first-dispatch order (done ones may still be in ``_lazy``: see :attr:`chunks`).
+        self._chunks: dict[str, ChunkRecord] = {}
+        self._lazy: LazyDone | None = None
         #: Chunks seen only in completions (so far), in order of first completion.
         self.orphans: dict[str, ChunkRecord] = {}
         self.planned: dict[str, None] = {}
@@ -153,9 +157,10 @@ class LedgerState:
 
         The rules of the module docstring, written once (one loop, for speed).
         """
-        chunks, orphans, failed, sessions = self.chunks, self.orphans, self.failed, self.sessions
+        chunks, orphans, failed, sessions = self._chunks, self.orphans, self.failed, self.sessions
         durations, error_types, session = self.durations, self.error_types, self.session
         keep = self.keep_attempts
+        add_duration = durations.append
         for e, line in zip(events, lines):
             if session is not None and e.session_id != session:
                 continue
@@ -163,8 +168,18 @@ class LedgerState:
             if kind == 1:  # a dispatch: a new attempt, the chunk's latest
                 cid = e.chunk_id
                 rec = chunks.get(cid)
+                if rec is None and self._lazy is not None and self._lazy.may_hold(cid):
+                    chunks = self.chunks  # a chunk done before the checkpoint: load them all
+                    rec = chunks.get(cid)
                 if rec is None:
-                    rec = orphans.pop(cid, None)
+                    rec = orphans.pop(cid, None) if orphans else None
+                    if rec is None and not keep and e.span_id:  # the common case: a chunk's first dispatch
+                        chunks[cid] = ChunkRecord(
+                            attempts=1, span=e.span_id, dispatch_line=line, output_file=e.output_file, dispatch=e
+                        )
+                        if e.session_id not in sessions:
+                            sessions[e.session_id] = None
+                        continue
                     if rec is None:
                         rec = ChunkRecord(history=[] if keep else None)
                     chunks[cid] = rec
@@ -185,6 +200,9 @@ class LedgerState:
             elif kind == 2:  # a completion: of its span's attempt, else of the chunk's latest
                 cid = e.chunk_id
                 rec = chunks.get(cid)
+                if rec is None and self._lazy is not None and self._lazy.may_hold(cid):
+                    chunks = self.chunks
+                    rec = chunks.get(cid)
                 if rec is None:
                     rec = orphans.get(cid)
                     if rec is None:
@@ -199,7 +217,7 @@ class LedgerState:
                 tokens = e.tokens_used
                 rec.tokens += tokens if tokens is not None else (e.input_tokens or 0) + (e.output_tokens or 0)
                 if e.duration_ms is not None and not e.reconciled:
-                    durations.append(e.duration_ms)
+                    add_duration(e.duration_ms)
                 if keep:
                     rec.history.append(e)  # type: ignore[union-attr]
                 if e.success:
@@ -249,7 +267,7 @@ class LedgerState:
         :class:`NotMergeable` when ``other`` holds a completion without span
         id that would have paired with a dispatch of this state.
         """
-        if other.spanless_orphans and any(c in self.chunks or c in self.orphans for c in other.spanless_orphans):
+        if other.spanless_orphans and any(c in self.chunks for c in other.spanless_orphans):
             raise NotMergeable(", ".join(sorted(other.spanless_orphans)))
         shift = file_offset << LINE_BITS
         chunks, orphans = self.chunks, self.orphans
@@ -278,8 +296,52 @@ class LedgerState:
 
     # -- answers ------------------------------------------------------------
 
+    @property
+    def chunks(self) -> dict[str, ChunkRecord]:
+        """Dispatched chunks, in first-dispatch order (loads done ones a checkpoint left unread)."""
+        lazy = self._lazy
+        if lazy is not None:
+            self._lazy = None
+            self._chunks = lazy.load(self._chunks)
+        return self._chunks
+
+    def restore_chunks(self, open_chunks: dict[str, ChunkRecord], done: LazyDone | None) -> None:
+        """Chunks from a checkpoint: those not done, and the done ones still encoded until a question needs them."""
+        self._chunks = open_chunks
+        self._lazy = done
+
+    def only_planned(self) -> list[str]:
+        """Chunks planned (or expected) and never dispatched nor completed, in plan order."""
+        chunks, orphans, lazy = self._chunks, self.orphans, self._lazy
+        if lazy is None:
+            return [c for c in self.planned if c not in chunks and c not in orphans]
+        out = [c for c in lazy.only_planned if c not in chunks and c not in orphans]
+        for c in itertools.islice(self.planned, lazy.planned_count, None):  # planned since the checkpoint
+            if c in chunks or c in orphans:
+                continue
+            if lazy.may_hold(c):
+                _ = self.chunks
+                return self.only_planned()
+            out.append(c)
+        return out
+
+    def not_done(self) -> Iterator[tuple[str, ChunkRecord]]:
+        """Dispatched chunks without a success, in order (reads no done chunk)."""
+        return ((c, r) for c, r in self._chunks.items() if not r.done)
+
+    def done_count(self) -> int:
+        """Chunks with a success."""
+        lazy = self._lazy.count if self._lazy is not None else 0
+        return lazy + sum(1 for r in self._chunks.values() if r.done) + sum(1 for r in self.orphans.values() if r.done)
+
+    def has_chunks(self) -> bool:
+        return bool(self._chunks or self.orphans or self._lazy is not None)
+
     def record(self, chunk_id: str) -> ChunkRecord | None:
-        return self.chunks.get(chunk_id) or self.orphans.get(chunk_id)
+        rec = self._chunks.get(chunk_id) or self.orphans.get(chunk_id)
+        if rec is None and self._lazy is not None and self._lazy.may_hold(chunk_id):
+            rec = self.chunks.get(chunk_id)
+        return rec
 
     def is_failed(self, rec: ChunkRecord) -> bool:
         """Not done, and the latest attempt failed (or, never dispatched, some attempt did)."""
@@ -298,10 +360,54 @@ class LedgerState:
             return None, rec.success_line
         return self.failed.get(span), 0
 
-    def chunk_count(self) -> int:
-        return len(self.chunks) + len(self.orphans) + sum(
-            1 for c in self.planned if c not in self.chunks and c not in self.orphans
-        )
+    def dispatched_count(self) -> int:
+        """Chunks dispatched at least once or completed (all but the only planned ones)."""
+        return len(self._chunks) + len(self.orphans) + (self._lazy.count if self._lazy is not None else 0)
+
+
+def chunk_hash(chunk_id: str) -> int:
+    """A stable 32-bit hash of a chunk id (to tell, without loading them, which chunks may be done)."""
+    return zlib.crc32(chunk_id.encode("utf-8", "surrogatepass"))
+
+
+class LazyDone:
+    """The done chunks of a checkpoint, still encoded: ``load`` decodes them when a question needs them.
+
+    ``read`` returns every dispatched chunk id in first-dispatch order and the done chunks' records.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], tuple[list[str], dict[str, ChunkRecord]]],
+        hashes: bytes,
+        count: int,
+        *,
+        only_planned: list[str],
+        planned_count: int,
+    ) -> None:
+        self._read = read
+        #: The chunks planned and never dispatched when the checkpoint was saved, and how many were planned then.
+        self.only_planned = only_planned
+        self.planned_count = planned_count
+        self.hashes = array.array("I")
+        self.hashes.frombytes(hashes)
+        self.count = count
+
+    def may_hold(self, chunk_id: str) -> bool:
+        h = chunk_hash(chunk_id)
+        i = bisect.bisect_left(self.hashes, h)
+        return i < len(self.hashes) and self.hashes[i] == h
+
+    def load(self, newer: dict[str, ChunkRecord]) -> dict[str, ChunkRecord]:
+        """All dispatched chunks in order: the done ones decoded, with ``newer`` (not done then, or new since)."""
+        order, done = self._read()
+        out: dict[str, ChunkRecord] = {}
+        for cid in order:
+            rec = done.get(cid) or newer.pop(cid, None)
+            if rec is not None:
+                out[cid] = rec
+        out.update(newer)
+        return out
 
 
 def _moved(rec: ChunkRecord, shift: int) -> ChunkRecord:

@@ -225,8 +225,7 @@ class Ledger:
         return ids
 
     def _only_planned(self) -> list[str]:
-        chunks, orphans = self.fold.chunks, self.fold.orphans
-        return [c for c in self.fold.planned if c not in chunks and c not in orphans]
+        return self.fold.only_planned()
 
     def state(self, chunk_id: str) -> ChunkState:
         """The state of one chunk; ``KeyError`` for a chunk the ledger does not know."""
@@ -254,7 +253,7 @@ class Ledger:
         if self._not_done is None:
             state_of = self._state_of
             fold = self.fold
-            out = {c: state_of(r) for c, r in fold.chunks.items() if not r.done}
+            out = {c: state_of(r) for c, r in fold.not_done()}
             out.update((c, ChunkState.FAILED) for c, r in fold.orphans.items() if not r.done)
             out.update((c, ChunkState.NEVER_DISPATCHED) for c in self._only_planned())
             self._not_done = out
@@ -339,7 +338,7 @@ class Ledger:
             yield from self.chunks(ids[start : start + _PAGE])
 
     def __len__(self) -> int:
-        return len(self.fold.chunks) + len(self.fold.orphans) + len(self._only_planned())
+        return self.fold.dispatched_count() + len(self._only_planned())
 
     def completions(self) -> list[Completed]:
         """Every completion known (all of them with ``keep_attempts``; else each chunk's latest and success)."""
@@ -365,9 +364,7 @@ class Ledger:
         not_done = self.not_done_states()
         for s in not_done.values():
             out[s] += 1
-        out[ChunkState.DONE] = len(self.fold.chunks) + len(self.fold.orphans) - (
-            len(not_done) - out[ChunkState.NEVER_DISPATCHED]
-        )
+        out[ChunkState.DONE] = self.fold.done_count()
         return out
 
 
@@ -479,7 +476,8 @@ def fold_file(
         apply_batch(events, numbers)
     index.extend(scan.index)
     complete = scan.complete_stats
-    if checkpoint and not keep_attempts and session is None and (scan.offset > start or restored is None):
+    use_checkpoints = checkpoint and not keep_attempts and session is None
+    if use_checkpoints and checkpoints.worth_saving(restored is not None, start, scan.offset):
         checkpoints.save(path, scan.identity, state, complete, scan.offset, scan.lines, index)
     folded = FileFold(
         path=path,

@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
                 f"warning: {plural(quoted, 'chunk id')} with control characters printed JSON-quoted\n"
             )
     sys.stderr.write(summary(ids, counts, wanted, read.ledger) + "\n")
-    nothing_run = not ledger.fold.chunks and not ledger.fold.orphans
+    nothing_run = not ledger.fold.has_chunks()
     if nothing_run:
         sys.stderr.write(f"warning: {_nothing_run(read.ledger)}\n")
     return EXIT_PENDING if args.exit_code and (ids or nothing_run) else EXIT_OK
