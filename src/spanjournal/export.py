@@ -72,11 +72,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
 __all__ = [
-    "DEFAULT_BATCH_SIZE",
     "DEFAULT_SERVICE_NAME",
-    "ONLY_CHOICES",
-    "PROTOCOLS",
-    "UNFINISHED_DESCRIPTION",
     "ExportError",
     "ExportStats",
     "JournalSpan",
@@ -84,11 +80,8 @@ __all__ = [
     "build_span",
     "describe_span",
     "export_journal",
-    "iso_to_ns",
     "journal_spans",
     "make_exporter",
-    "probe_endpoint",
-    "resolve_target",
 ]
 
 #: ``service.name`` when neither the journal nor the caller names one.
