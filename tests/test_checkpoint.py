@@ -335,3 +335,21 @@ def test_a_read_only_journal_folder_keeps_its_checkpoint_in_the_cache_directory(
     assert sorted(p.name for p in folder.iterdir()) == ["run.jsonl"]
     saved = list((cache / "spanjournal").glob("*.spanjournal-checkpoint"))
     assert len(saved) == 1 and saved[0].stat().st_mode & 0o777 == 0o600
+
+
+def test_a_checkpoint_damaged_where_it_is_read_late_is_one_error_then_rebuilt(tmp_path: Path) -> None:
+    journal = tmp_path / "run.jsonl"
+    events = [Dispatched(chunk_id=f"c{i}", span_id=f"s{i}", batch="b", **DEAD) for i in range(5)]  # type: ignore[arg-type]
+    journal.write_bytes(b"".join(map(encode, [*events, Completed(chunk_id="c1", span_id="s1", success=True)])))
+    expected = run_in_process(["stats", str(journal), "--json", "--no-checkpoint"])
+    run_in_process(["pending", str(journal)])
+    saved = tmp_path / ".run.jsonl.spanjournal-checkpoint"
+    data = bytearray(saved.read_bytes())
+    data[-3] ^= 0xFF  # inside the done chunks' totals, which only stats reads; same size
+    saved.write_bytes(bytes(data))
+    assert run_in_process(["pending", str(journal)])[1] == "c0\nc2\nc3\nc4\n"  # pending never reads that part
+    code, out, err = run_in_process(["stats", str(journal), "--json"])
+    assert (code, out) == (2, "")
+    assert err == f"spanjournal stats: error: {saved}: damaged, now removed; run the command again (or use --no-checkpoint)\n"
+    assert not saved.exists()
+    assert run_in_process(["stats", str(journal), "--json"]) == expected

@@ -38,11 +38,11 @@ import msgspec
 
 from spanjournal import __version__
 from spanjournal._schema import Completed
-from spanjournal.fold import ChunkRecord, LazyDone, LedgerState, chunk_hash
+from spanjournal.fold import ChunkRecord, DoneSummary, LazyDone, LedgerState, chunk_hash, summarize_done
 from spanjournal.reader import JournalReadError, ReadIssue, ReadStats
 
 #: Bumped whenever what a checkpoint holds changes meaning.
-FORMAT = 2
+FORMAT = 3
 SUFFIX = ".spanjournal-checkpoint"
 #: A checkpoint file: this, the header's length, the header (msgpack), the done chunks (msgpack).
 MAGIC = b"SJCHKPT\x00"
@@ -110,6 +110,9 @@ class _Saved(msgspec.Struct, array_like=True):
     #: The length and hash of the :class:`_Done` (msgpack) that follows the header in the file.
     done_length: int
     done_digest: bytes
+    #: The same for the :class:`~spanjournal.fold.DoneSummary` that follows them.
+    summary_length: int
+    summary_digest: bytes
     orphans: dict[str, ChunkRecord]
     planned: list[str]
     only_planned: list[str]
@@ -129,30 +132,35 @@ class _Done(msgspec.Struct, array_like=True):
 
 
 class CheckpointChanged(JournalReadError):
-    """A checkpoint file was rewritten in place while it was being read (never done by spanjournal)."""
+    """A part of a checkpoint read when a question needed it was not what its header said (edited by hand)."""
 
 
 DoneReader = Callable[[], tuple[list[str], dict[str, ChunkRecord]]]
 
 
-def _done_reader(f: BinaryIO, where: Path, offset: int, length: int, expected: bytes) -> DoneReader:
-    """Reads the done chunks from the checkpoint file kept open (a newer checkpoint renamed over it does not matter)."""
+def _section(fd: int, where: Path, offset: int, length: int, expected: bytes) -> bytes:
+    """A part of a checkpoint file kept open (a newer checkpoint renamed over it does not matter)."""
+    blob = os.pread(fd, length, offset)
+    if len(blob) != length or hashlib.blake2b(blob, digest_size=16).digest() != expected:
+        with contextlib.suppress(OSError):
+            where.unlink()
+        raise CheckpointChanged(f"{where}: damaged, now removed; run the command again (or use --no-checkpoint)")
+    return blob
 
-    def read() -> tuple[list[str], dict[str, ChunkRecord]]:
-        with f:
-            f.seek(offset)
-            blob = f.read(length)
-        if len(blob) != length or hashlib.blake2b(blob, digest_size=16).digest() != expected:
-            raise CheckpointChanged(f"{where}: changed while read; read again (or use --no-checkpoint)")
+
+def _readers(f: BinaryIO, where: Path, saved: _Saved) -> tuple[DoneReader, Callable[[], DoneSummary]]:
+    start = f.tell()  # the file stays open as long as these readers live
+
+    def read_done() -> tuple[list[str], dict[str, ChunkRecord]]:
+        blob = _section(f.fileno(), where, start, saved.done_length, saved.done_digest)
         done = msgspec.msgpack.decode(blob, type=_Done)
         return done.order, done.records
 
-    return read
+    def read_summary() -> DoneSummary:
+        blob = _section(f.fileno(), where, start + saved.done_length, saved.summary_length, saved.summary_digest)
+        return msgspec.msgpack.decode(blob, type=DoneSummary)
 
-
-class _Header(msgspec.Struct, array_like=True):
-    format: int
-    version: str
+    return read_done, read_summary
 
 
 @dataclass
@@ -214,15 +222,17 @@ def load(journal: Path, fd: int, *, max_issues: int) -> Restored | None:
                 raise ValueError
             if (saved.journal, saved.dev, saved.ino) != (real, st.st_dev, st.st_ino) or st.st_size < saved.offset:
                 raise ValueError
+            if os.fstat(f.fileno()).st_size != f.tell() + saved.done_length + saved.summary_length:
+                raise ValueError
             if digest(fd, saved.offset) != saved.digest:
                 raise ValueError
         except (OSError, ValueError):
             f.close()
             continue
-        read_done = _done_reader(f, where, f.tell(), saved.done_length, saved.done_digest)
+        readers = _readers(f, where, saved)
         if not saved.done_count:
             f.close()
-        return _restore(saved, str(journal), max_issues, read_done)
+        return _restore(saved, str(journal), max_issues, *readers)
     return None
 
 
@@ -234,15 +244,17 @@ def _read_header(f: BinaryIO) -> _Saved | None:
     (length,) = _LENGTH.unpack_from(head, len(MAGIC))
     data = f.read(length)
     try:
-        header = msgspec.msgpack.decode(data, type=_Header, strict=False)
-        if header.format != FORMAT or header.version != __version__:
-            return None
-        return msgspec.msgpack.decode(data, type=_Saved)
+        saved = msgspec.msgpack.decode(data, type=_Saved)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+    if saved.format != FORMAT or saved.version != __version__:
+        return None
+    return saved
 
 
-def _restore(saved: _Saved, name: str, max_issues: int, read_done: DoneReader) -> Restored:
+def _restore(
+    saved: _Saved, name: str, max_issues: int, read_done: DoneReader, read_summary: Callable[[], DoneSummary]
+) -> Restored:
     state = LedgerState()
     state.orphans = saved.orphans
     state.planned = dict.fromkeys(saved.planned)
@@ -254,6 +266,7 @@ def _restore(saved: _Saved, name: str, max_issues: int, read_done: DoneReader) -
             saved.done_count,
             only_planned=saved.only_planned,
             planned_count=len(saved.planned),
+            read_summary=read_summary,
         )
     state.restore_chunks(saved.open_chunks, lazy)
     state.sessions = dict.fromkeys(saved.sessions)
@@ -299,6 +312,7 @@ def save(
     hashes = array.array("I", sorted(map(chunk_hash, done)))
     try:
         done_blob = msgspec.msgpack.encode(_Done(list(chunks), done))
+        summary_blob = msgspec.msgpack.encode(summarize_done(done.items()))
     except (TypeError, OverflowError, ValueError):
         return None
     saved = _Saved(
@@ -321,6 +335,8 @@ def save(
         done_hashes=hashes.tobytes(),
         done_length=len(done_blob),
         done_digest=hashlib.blake2b(done_blob, digest_size=16).digest(),
+        summary_length=len(summary_blob),
+        summary_digest=hashlib.blake2b(summary_blob, digest_size=16).digest(),
         orphans=state.orphans,
         planned=list(state.planned),
         only_planned=state.only_planned(),
@@ -336,7 +352,7 @@ def save(
         header = msgspec.msgpack.encode(saved)
     except (TypeError, OverflowError, ValueError):  # a value msgpack cannot hold (an int beyond 64 bits)
         return None
-    parts = (MAGIC, _LENGTH.pack(len(header)), header, done_blob)
+    parts = (MAGIC, _LENGTH.pack(len(header)), header, done_blob, summary_blob)
     for where in locations(journal):
         if _write_atomically(where, parts):
             return where

@@ -325,6 +325,18 @@ class LedgerState:
             out.append(c)
         return out
 
+    def done_summary(self) -> DoneSummary | None:
+        """The totals of the done chunks a checkpoint left unread (None when every chunk is loaded).
+
+        With it, :meth:`loaded` gives the other chunks.
+        """
+        return self._lazy.read_summary() if self._lazy is not None else None
+
+    def loaded(self) -> Iterator[tuple[str, ChunkRecord]]:
+        """Every chunk record loaded (all of them, but those :meth:`done_summary` covers)."""
+        yield from self._chunks.items()
+        yield from self.orphans.items()
+
     def not_done(self) -> Iterator[tuple[str, ChunkRecord]]:
         """Dispatched chunks without a success, in order (reads no done chunk)."""
         return ((c, r) for c, r in self._chunks.items() if not r.done)
@@ -370,6 +382,35 @@ def chunk_hash(chunk_id: str) -> int:
     return zlib.crc32(chunk_id.encode("utf-8", "surrogatepass"))
 
 
+#: The dispatch fields whose groups a checkpoint keeps totals of for done chunks (``stats --group-by``).
+SUMMARY_FIELDS = ("batch", "agent")
+
+
+class DoneSummary(msgspec.Struct, array_like=True, gc=False):
+    """What ``stats`` asks of done chunks, so that a checkpoint answers it without loading them."""
+
+    #: field -> its value ("" when absent) -> [chunks, tokens, attempts, dispatched chunks, retried chunks]
+    by_field: dict[str, dict[str, list[int]]]
+    #: (chunk id, output file, cwd or "") of each done chunk that names an output file
+    outputs: list[tuple[str, str, str]]
+
+
+def summarize_done(records: Iterable[tuple[str, ChunkRecord]]) -> DoneSummary:
+    by_field: dict[str, dict[str, list[int]]] = {f: {} for f in SUMMARY_FIELDS}
+    outputs = []
+    for cid, rec in records:
+        for f, groups in by_field.items():
+            totals = groups.setdefault(dispatch_field(rec, f) or "", [0, 0, 0, 0, 0])
+            totals[0] += 1
+            totals[1] += rec.tokens
+            totals[2] += rec.attempts
+            totals[3] += rec.attempts > 0
+            totals[4] += rec.attempts > 1
+        if rec.output_file:
+            outputs.append((cid, rec.output_file, dispatch_field(rec, "cwd") or ""))
+    return DoneSummary(by_field, outputs)
+
+
 class LazyDone:
     """The done chunks of a checkpoint, still encoded: ``load`` decodes them when a question needs them.
 
@@ -384,8 +425,10 @@ class LazyDone:
         *,
         only_planned: list[str],
         planned_count: int,
+        read_summary: Callable[[], DoneSummary],
     ) -> None:
         self._read = read
+        self.read_summary = read_summary
         #: The chunks planned and never dispatched when the checkpoint was saved, and how many were planned then.
         self.only_planned = only_planned
         self.planned_count = planned_count

@@ -80,7 +80,7 @@ class Attempt:
     completion: Completed | None = None
 
 
-def output_path(output_file: str | None, cwd: str | None, root: str | os.PathLike[str] | None = None) -> Path | None:
+def output_location(output_file: str | None, cwd: str | None, root: str | None = None) -> str | None:
     """Where a chunk's output file is: the rule every command uses.
 
     An absolute ``output_file`` is itself; a relative one is relative to the
@@ -89,14 +89,18 @@ def output_path(output_file: str | None, cwd: str | None, root: str | os.PathLik
     """
     if not output_file:
         return None
-    path = Path(output_file)
-    if path.is_absolute():
-        return path
-    if cwd:
-        return Path(cwd) / path
-    if root is not None:
-        return Path(root) / path
-    return path
+    if output_file.startswith("/"):
+        return output_file
+    base = cwd or root
+    if not base:
+        return output_file
+    return base + output_file if base.endswith("/") else f"{base}/{output_file}"
+
+
+def output_path(output_file: str | None, cwd: str | None, root: str | os.PathLike[str] | None = None) -> Path | None:
+    """:func:`output_location` as a :class:`~pathlib.Path`."""
+    where = output_location(output_file, cwd, os.fspath(root) if root is not None else None)
+    return Path(where) if where is not None else None
 
 
 @dataclass(slots=True)

@@ -10,11 +10,12 @@ missing. A table on a terminal (``rich``), plain columns in a pipe, or
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -22,8 +23,8 @@ import msgspec
 
 from spanjournal.cli._command import EXIT_OK, CliError, add_command, add_read_options, read_journals
 from spanjournal.cli._output import MAX_TABLE_ROWS, bounded, escape_id, text_table
-from spanjournal.fold import ChunkRecord, dispatch_field
-from spanjournal.ledger import ChunkState, Ledger, output_path
+from spanjournal.fold import SUMMARY_FIELDS, ChunkRecord, dispatch_field
+from spanjournal.ledger import ChunkState, Ledger, output_location
 
 if TYPE_CHECKING:
     from spanjournal.cli._command import Subparsers
@@ -173,43 +174,49 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-#: The group of a chunk, from its id and its record (None: a chunk only planned).
-GroupOf = Callable[[str, "ChunkRecord | None"], str]
+class Grouper:
+    """The group of a chunk: a dispatch field (``field``), or the first group of a regex over the chunk id."""
 
+    def __init__(self, field: str | None = None, pattern: re.Pattern[str] | None = None) -> None:
+        self.field = field
+        self.pattern = pattern
 
-def grouper(spec: str) -> GroupOf:
-    """The group of a chunk: a dispatch field, or the first group of a regex over the chunk id."""
-    if spec in GROUP_FIELDS:
-        missing = f"(no {spec})"
+    def label(self, value: str | None) -> str:
+        """The group of a dispatch field's value."""
+        return value or f"(no {self.field})"
 
-        def by_field(chunk_id: str, rec: ChunkRecord | None) -> str:
-            value = dispatch_field(rec, spec) if rec is not None else None
-            return value or missing
-
-        return by_field
-    try:
-        pattern = re.compile(spec)
-    except re.error as exc:
-        raise CliError(f"--group-by {spec}: not a field ({', '.join(GROUP_FIELDS)}) nor a valid regex: {exc}") from None
-
-    def by_regex(chunk_id: str, rec: ChunkRecord | None) -> str:
-        m = pattern.search(chunk_id)
+    def __call__(self, chunk_id: str, rec: ChunkRecord | None) -> str:
+        if self.field is not None:
+            return self.label(dispatch_field(rec, self.field) if rec is not None else None)
+        assert self.pattern is not None
+        m = self.pattern.search(chunk_id)
         if m is None:
             return "(no match)"
-        return (m.group(1) if pattern.groups else m.group(0)) or "(empty)"
+        return (m.group(1) if self.pattern.groups else m.group(0)) or "(empty)"
 
-    return by_regex
+
+def grouper(spec: str) -> Grouper:
+    """The group of a chunk: a dispatch field, or the first group of a regex over the chunk id."""
+    if spec in GROUP_FIELDS:
+        return Grouper(field=spec)
+    try:
+        return Grouper(pattern=re.compile(spec))
+    except re.error as exc:
+        raise CliError(f"--group-by {spec}: not a field ({', '.join(GROUP_FIELDS)}) nor a valid regex: {exc}") from None
 
 
 def compute(
     ledger: Ledger,
-    group_of: GroupOf,
+    group_of: Grouper,
     *,
     group_by: str = "batch",
     price: float | None = None,
     root: Path | None = None,
 ) -> RunStats:
     """The report of a ledger, from the aggregates its fold keeps (no event is read again).
+
+    Done chunks a checkpoint left unread are counted from its totals (when
+    grouping by a field it keeps totals of), not loaded.
 
     Output files are looked for where :meth:`~spanjournal.ledger.Chunk.output_path`
     says, relative paths without a recorded ``cwd`` under ``root`` (None: not checked).
@@ -221,25 +228,45 @@ def compute(
     attempts = dispatched = retried = 0
     missing: list[MissingOutput] = []
     outputs = OutputFiles() if root is not None else None
+    root_dir = os.fspath(root) if root is not None else None
     done = ChunkState.DONE
-    for records in (fold.chunks, fold.orphans):
-        for cid, rec in records.items():
-            name = group_of(cid, rec)
+    summary = fold.done_summary() if group_of.field in SUMMARY_FIELDS else None
+    records = fold.loaded() if summary is not None else itertools.chain(fold.chunks.items(), fold.orphans.items())
+    if summary is not None:
+        assert group_of.field is not None
+        for value, (n, tokens, tried, dispatched_n, retried_n) in summary.by_field[group_of.field].items():
+            name = group_of.label(value)
             counts = states.get(name)
             if counts is None:
                 counts = states[name] = dict.fromkeys(ChunkState, 0)
                 tokens_by_group[name] = 0
-            state = done if rec.done else not_done[cid]
-            counts[state] += 1
-            tokens_by_group[name] += rec.tokens
-            n = rec.attempts
-            attempts += n
-            dispatched += n > 0
-            retried += n > 1
-            if outputs is not None and rec.done and rec.output_file:
-                path = output_path(rec.output_file, dispatch_field(rec, "cwd"), root)
-                if path is not None and not outputs.exists(path):
-                    missing.append(MissingOutput(chunk_id=cid, output_file=rec.output_file, path=str(path)))
+            counts[done] += n
+            tokens_by_group[name] += tokens
+            attempts += tried
+            dispatched += dispatched_n
+            retried += retried_n
+        if outputs is not None:
+            for cid, output_file, cwd in summary.outputs:
+                where = output_location(output_file, cwd or None, root_dir)
+                if where is not None and not outputs.exists(where):
+                    missing.append(MissingOutput(chunk_id=cid, output_file=output_file, path=where))
+    for cid, rec in records:
+        name = group_of(cid, rec)
+        counts = states.get(name)
+        if counts is None:
+            counts = states[name] = dict.fromkeys(ChunkState, 0)
+            tokens_by_group[name] = 0
+        state = done if rec.done else not_done[cid]
+        counts[state] += 1
+        tokens_by_group[name] += rec.tokens
+        n = rec.attempts
+        attempts += n
+        dispatched += n > 0
+        retried += n > 1
+        if outputs is not None and rec.done and rec.output_file:
+            where = output_location(rec.output_file, dispatch_field(rec, "cwd"), root_dir)
+            if where is not None and not outputs.exists(where):
+                missing.append(MissingOutput(chunk_id=cid, output_file=rec.output_file, path=where))
     for cid, state in not_done.items():
         if state is ChunkState.NEVER_DISPATCHED:
             name = group_of(cid, None)
@@ -248,6 +275,7 @@ def compute(
                 counts = states[name] = dict.fromkeys(ChunkState, 0)
                 tokens_by_group[name] = 0
             counts[state] += 1
+    missing.sort(key=lambda m: (m.path, m.chunk_id))
     groups = {name: _group_stats(name, counts, tokens_by_group[name]) for name, counts in states.items()}
     totals = Totals(attempts=attempts, dispatched=dispatched, retried=retried)
     for group in groups.values():
@@ -292,13 +320,15 @@ class OutputFiles:
     def __init__(self) -> None:
         self._listings: dict[str, frozenset[str] | None] = {}
 
-    def exists(self, path: Path) -> bool:
-        directory, name = os.path.split(os.fspath(path))
+    def exists(self, path: str) -> bool:
+        directory, _, name = path.rpartition("/")
+        if not directory:
+            directory = "/" if path.startswith("/") else "."
         try:
             names = self._listings[directory]
         except KeyError:
             try:
-                names = frozenset(os.listdir(directory or "."))
+                names = frozenset(os.listdir(directory))
             except OSError:
                 names = None
             self._listings[directory] = names
