@@ -9,8 +9,8 @@ import os
 import subprocess
 import sys
 import textwrap
-from unittest import mock
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -350,6 +350,8 @@ def test_a_checkpoint_damaged_where_it_is_read_late_is_one_error_then_rebuilt(tm
     assert run_in_process(["pending", str(journal)])[1] == "c0\nc2\nc3\nc4\n"  # pending never reads that part
     code, out, err = run_in_process(["stats", str(journal), "--json"])
     assert (code, out) == (2, "")
-    assert err == f"spanjournal stats: error: {saved}: damaged, now removed; run the command again (or use --no-checkpoint)\n"
+    assert err == (
+        f"spanjournal stats: error: {saved}: damaged, now removed; run the command again (or use --no-checkpoint)\n"
+    )
     assert not saved.exists()
     assert run_in_process(["stats", str(journal), "--json"]) == expected

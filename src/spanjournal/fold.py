@@ -391,13 +391,14 @@ class DoneSummary(msgspec.Struct, array_like=True, gc=False):
 
     #: field -> its value ("" when absent) -> [chunks, tokens, attempts, dispatched chunks, retried chunks]
     by_field: dict[str, dict[str, list[int]]]
-    #: (chunk id, output file, cwd or "") of each done chunk that names an output file
-    outputs: list[tuple[str, str, str]]
+    #: The output files of done chunks, by (cwd or "", the file's path up to its last "/" included):
+    #: their names (after that "/") and chunk ids.
+    outputs: list[tuple[str, str, list[str], list[str]]]
 
 
 def summarize_done(records: Iterable[tuple[str, ChunkRecord]]) -> DoneSummary:
     by_field: dict[str, dict[str, list[int]]] = {f: {} for f in SUMMARY_FIELDS}
-    outputs = []
+    outputs: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
     for cid, rec in records:
         for f, groups in by_field.items():
             totals = groups.setdefault(dispatch_field(rec, f) or "", [0, 0, 0, 0, 0])
@@ -407,8 +408,11 @@ def summarize_done(records: Iterable[tuple[str, ChunkRecord]]) -> DoneSummary:
             totals[3] += rec.attempts > 0
             totals[4] += rec.attempts > 1
         if rec.output_file:
-            outputs.append((cid, rec.output_file, dispatch_field(rec, "cwd") or ""))
-    return DoneSummary(by_field, outputs)
+            head, sep, name = rec.output_file.rpartition("/")
+            names, ids = outputs.setdefault((dispatch_field(rec, "cwd") or "", head + sep), ([], []))
+            names.append(name)
+            ids.append(cid)
+    return DoneSummary(by_field, [(cwd, prefix, names, ids) for (cwd, prefix), (names, ids) in outputs.items()])
 
 
 class LazyDone:

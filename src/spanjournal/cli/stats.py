@@ -246,10 +246,15 @@ def compute(
             dispatched += dispatched_n
             retried += retried_n
         if outputs is not None:
-            for cid, output_file, cwd in summary.outputs:
-                where = output_location(output_file, cwd or None, root_dir)
-                if where is not None and not outputs.exists(where):
-                    missing.append(MissingOutput(chunk_id=cid, output_file=output_file, path=where))
+            for cwd, prefix, names, ids in summary.outputs:
+                # where ``prefix + name`` is (output_location), worked out once for the directory
+                probe = output_location(prefix + "x", cwd or None, root_dir) or ""
+                head = probe[: len(probe) - len(prefix) - 1]
+                listing = outputs.listing(_directory_of(probe))
+                for i, name in enumerate(names):
+                    if listing is None or name not in listing:
+                        path = head + prefix + name
+                        missing.append(MissingOutput(chunk_id=ids[i], output_file=prefix + name, path=path))
     for cid, rec in records:
         name = group_of(cid, rec)
         counts = states.get(name)
@@ -264,9 +269,9 @@ def compute(
         dispatched += n > 0
         retried += n > 1
         if outputs is not None and rec.done and rec.output_file:
-            where = output_location(rec.output_file, dispatch_field(rec, "cwd"), root_dir)
-            if where is not None and not outputs.exists(where):
-                missing.append(MissingOutput(chunk_id=cid, output_file=rec.output_file, path=where))
+            location = output_location(rec.output_file, dispatch_field(rec, "cwd"), root_dir)
+            if location is not None and not outputs.exists(location):
+                missing.append(MissingOutput(chunk_id=cid, output_file=rec.output_file, path=location))
     for cid, state in not_done.items():
         if state is ChunkState.NEVER_DISPATCHED:
             name = group_of(cid, None)
@@ -275,7 +280,7 @@ def compute(
                 counts = states[name] = dict.fromkeys(ChunkState, 0)
                 tokens_by_group[name] = 0
             counts[state] += 1
-    missing.sort(key=lambda m: (m.path, m.chunk_id))
+    missing.sort(key=attrgetter("path", "chunk_id"))
     groups = {name: _group_stats(name, counts, tokens_by_group[name]) for name, counts in states.items()}
     totals = Totals(attempts=attempts, dispatched=dispatched, retried=retried)
     for group in groups.values():
@@ -321,18 +326,25 @@ class OutputFiles:
         self._listings: dict[str, frozenset[str] | None] = {}
 
     def exists(self, path: str) -> bool:
-        directory, _, name = path.rpartition("/")
-        if not directory:
-            directory = "/" if path.startswith("/") else "."
+        names = self.listing(_directory_of(path))
+        return names is not None and path.rpartition("/")[2] in names
+
+    def listing(self, directory: str) -> frozenset[str] | None:
+        """The names in ``directory`` (None if it cannot be listed), listed once."""
         try:
-            names = self._listings[directory]
+            return self._listings[directory]
         except KeyError:
             try:
-                names = frozenset(os.listdir(directory))
+                names: frozenset[str] | None = frozenset(os.listdir(directory))
             except OSError:
                 names = None
             self._listings[directory] = names
-        return names is not None and name in names
+            return names
+
+
+def _directory_of(path: str) -> str:
+    directory = path.rpartition("/")[0]
+    return directory or ("/" if path.startswith("/") else ".")
 
 
 def _group_stats(name: str, counts: dict[ChunkState, int], tokens: int) -> GroupStats:
