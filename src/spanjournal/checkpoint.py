@@ -28,7 +28,6 @@ import contextlib
 import hashlib
 import os
 import struct
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from spanjournal.fold import ChunkRecord, DoneSummary, LazyDone, LedgerState, ch
 from spanjournal.reader import JournalReadError, ReadIssue, ReadStats
 
 #: Bumped whenever what a checkpoint holds changes meaning.
-FORMAT = 3
+FORMAT = 4
 SUFFIX = ".spanjournal-checkpoint"
 #: A checkpoint file: this, the header's length, the header (msgpack), the done chunks (msgpack).
 MAGIC = b"SJCHKPT\x00"
@@ -129,13 +128,15 @@ class _Done(msgspec.Struct, array_like=True):
     #: Every dispatched chunk id, in first-dispatch order.
     order: list[str]
     records: dict[str, ChunkRecord]
+    #: Failures other than the latest attempt's of a chunk not done (those are in the header).
+    failed: dict[str, Completed]
 
 
 class CheckpointChanged(JournalReadError):
     """A part of a checkpoint read when a question needed it was not what its header said (edited by hand)."""
 
 
-DoneReader = Callable[[], tuple[list[str], dict[str, ChunkRecord]]]
+DoneReader = Callable[[], tuple[list[str], dict[str, ChunkRecord], dict[str, Completed]]]
 
 
 def _section(fd: int, where: Path, offset: int, length: int, expected: bytes) -> bytes:
@@ -151,10 +152,10 @@ def _section(fd: int, where: Path, offset: int, length: int, expected: bytes) ->
 def _readers(f: BinaryIO, where: Path, saved: _Saved) -> tuple[DoneReader, Callable[[], DoneSummary]]:
     start = f.tell()  # the file stays open as long as these readers live
 
-    def read_done() -> tuple[list[str], dict[str, ChunkRecord]]:
+    def read_done() -> tuple[list[str], dict[str, ChunkRecord], dict[str, Completed]]:
         blob = _section(f.fileno(), where, start, saved.done_length, saved.done_digest)
         done = msgspec.msgpack.decode(blob, type=_Done)
-        return done.order, done.records
+        return done.order, done.records, done.failed
 
     def read_summary() -> DoneSummary:
         blob = _section(f.fileno(), where, start + saved.done_length, saved.summary_length, saved.summary_digest)
@@ -230,8 +231,6 @@ def load(journal: Path, fd: int, *, max_issues: int) -> Restored | None:
             f.close()
             continue
         readers = _readers(f, where, saved)
-        if not saved.done_count:
-            f.close()
         return _restore(saved, str(journal), max_issues, *readers)
     return None
 
@@ -258,16 +257,14 @@ def _restore(
     state = LedgerState()
     state.orphans = saved.orphans
     state.planned = dict.fromkeys(saved.planned)
-    lazy = None
-    if saved.done_count:
-        lazy = LazyDone(
-            read_done,
-            saved.done_hashes,
-            saved.done_count,
-            only_planned=saved.only_planned,
-            planned_count=len(saved.planned),
-            read_summary=read_summary,
-        )
+    lazy = LazyDone(
+        read_done,
+        saved.done_hashes,
+        saved.done_count,
+        only_planned=saved.only_planned,
+        planned_count=len(saved.planned),
+        read_summary=read_summary,
+    )
     state.restore_chunks(saved.open_chunks, lazy)
     state.sessions = dict.fromkeys(saved.sessions)
     state.failed = saved.failed
@@ -311,7 +308,10 @@ def save(
     done = {c: r for c, r in chunks.items() if r.done}
     hashes = array.array("I", sorted(map(chunk_hash, done)))
     try:
-        done_blob = msgspec.msgpack.encode(_Done(list(chunks), done))
+        latest = {r.span for r in open_chunks.values()} | {r.failure_span for r in state.orphans.values()}
+        failed_open = {span: c for span, c in state.failed.items() if span in latest}
+        failed_rest = {span: c for span, c in state.failed.items() if span not in latest}
+        done_blob = msgspec.msgpack.encode(_Done(list(chunks), done, failed_rest))
         summary_blob = msgspec.msgpack.encode(summarize_done(done.items()))
     except (TypeError, OverflowError, ValueError):
         return None
@@ -341,7 +341,7 @@ def save(
         planned=list(state.planned),
         only_planned=state.only_planned(),
         sessions=list(state.sessions),
-        failed=state.failed,
+        failed=failed_open,
         durations=state.durations.tobytes(),
         error_types=state.error_types,
         spanless_orphans=sorted(state.spanless_orphans),
@@ -360,6 +360,8 @@ def save(
 
 
 def _write_atomically(path: Path, parts: Iterable[bytes]) -> bool:
+    import tempfile  # only when saving: not on the way of a read that saves nothing
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)

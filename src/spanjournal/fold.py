@@ -302,7 +302,9 @@ class LedgerState:
         lazy = self._lazy
         if lazy is not None:
             self._lazy = None
-            self._chunks = lazy.load(self._chunks)
+            self._chunks, older_failures = lazy.load(self._chunks)
+            older_failures.update(self.failed)
+            self.failed = older_failures
         return self._chunks
 
     def restore_chunks(self, open_chunks: dict[str, ChunkRecord], done: LazyDone | None) -> None:
@@ -347,7 +349,7 @@ class LedgerState:
         return lazy + sum(1 for r in self._chunks.values() if r.done) + sum(1 for r in self.orphans.values() if r.done)
 
     def has_chunks(self) -> bool:
-        return bool(self._chunks or self.orphans or self._lazy is not None)
+        return bool(self._chunks or self.orphans or (self._lazy is not None and self._lazy.count))
 
     def record(self, chunk_id: str) -> ChunkRecord | None:
         rec = self._chunks.get(chunk_id) or self.orphans.get(chunk_id)
@@ -418,12 +420,13 @@ def summarize_done(records: Iterable[tuple[str, ChunkRecord]]) -> DoneSummary:
 class LazyDone:
     """The done chunks of a checkpoint, still encoded: ``load`` decodes them when a question needs them.
 
-    ``read`` returns every dispatched chunk id in first-dispatch order and the done chunks' records.
+    ``read`` returns every dispatched chunk id in first-dispatch order, the done chunks' records, and
+    the failures not kept with the chunks not done.
     """
 
     def __init__(
         self,
-        read: Callable[[], tuple[list[str], dict[str, ChunkRecord]]],
+        read: Callable[[], tuple[list[str], dict[str, ChunkRecord], dict[str, Completed]]],
         hashes: bytes,
         count: int,
         *,
@@ -445,16 +448,17 @@ class LazyDone:
         i = bisect.bisect_left(self.hashes, h)
         return i < len(self.hashes) and self.hashes[i] == h
 
-    def load(self, newer: dict[str, ChunkRecord]) -> dict[str, ChunkRecord]:
-        """All dispatched chunks in order: the done ones decoded, with ``newer`` (not done then, or new since)."""
-        order, done = self._read()
+    def load(self, newer: dict[str, ChunkRecord]) -> tuple[dict[str, ChunkRecord], dict[str, Completed]]:
+        """All dispatched chunks in order: the done ones decoded, with ``newer`` (not done then, or new since);
+        and the failures the checkpoint kept apart (of done chunks, and of attempts no longer the latest)."""
+        order, done, failures = self._read()
         out: dict[str, ChunkRecord] = {}
         for cid in order:
             rec = done.get(cid) or newer.pop(cid, None)
             if rec is not None:
                 out[cid] = rec
         out.update(newer)
-        return out
+        return out, failures
 
 
 def _moved(rec: ChunkRecord, shift: int) -> ChunkRecord:
