@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -234,3 +235,13 @@ def test_a_done_chunk_has_its_dispatch_and_completion_whatever_is_kept(tmp_path:
         assert chunk.success == chunk.completion
         assert chunk.attempt_count == 2 and chunk.tokens_used == 7
         assert len(chunk.attempts) == (2 if keep else 0)
+
+
+def test_detail_and_workers_are_deprecated_and_change_nothing(tmp_path: Path) -> None:
+    path = write(tmp_path / "j.jsonl", d("a", "a1"), c("a", "a1", True, tokens_used=5), d("b", "b1"))
+    expected = read_ledger(path)
+    for kwargs in ({"detail": False}, {"workers": 4}, {"detail": True, "workers": 1}):
+        with pytest.warns(DeprecationWarning, match="every read is the same fold"):
+            ledger = read_ledger(path, **kwargs)  # type: ignore[arg-type]
+        assert ledger.pending() == expected.pending() == ["b"]
+        assert ledger["a"].tokens_used == 5 and ledger["a"].success is not None
