@@ -13,7 +13,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cli_journals import BIN, assert_clean_exit
@@ -114,8 +114,18 @@ def apply(journal: Path, op: tuple[str, object]) -> None:
                 f.write(other)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+_DONE_C = [
+    encode(Dispatched(chunk_id="c", span_id="c0", **DEAD)),  # type: ignore[arg-type]
+    encode(Completed(chunk_id="c", span_id="c0", success=True)),
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=operations, save_every_read=st.booleans())
+@example(  # a tail that loads the done chunks, then records a failure: once lost
+    ops=[("append", _DONE_C), ("append", [_DONE_C[0], encode(Completed(chunk_id="a", span_id="a0", success=False))])],
+    save_every_read=False,
+)
 def test_with_and_without_checkpoints_every_command_gives_the_same_answer_and_warnings(
     tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, object]], save_every_read: bool
 ) -> None:

@@ -303,8 +303,9 @@ class LedgerState:
         if lazy is not None:
             self._lazy = None
             self._chunks, older_failures = lazy.load(self._chunks)
-            older_failures.update(self.failed)
-            self.failed = older_failures
+            failed = self.failed  # updated in place: a fold under way holds it
+            for span, completion in older_failures.items():
+                failed.setdefault(span, completion)
         return self._chunks
 
     def restore_chunks(self, open_chunks: dict[str, ChunkRecord], done: LazyDone | None) -> None:
