@@ -143,6 +143,24 @@ def test_with_and_without_checkpoints_every_command_gives_the_same_answer_and_wa
     assert (folder / ".run.jsonl.spanjournal-checkpoint").exists() or journal.stat().st_size == 0
 
 
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.tuples(st.sampled_from([0, 1]), operations.map(lambda o: o[0])), min_size=1, max_size=6))
+def test_a_directory_of_journals_answers_alike_with_and_without_checkpoints(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[int, tuple[str, object]]]
+) -> None:
+    """Several journals: each has its checkpoint, and their folds are merged in file order."""
+    folder = tmp_path_factory.mktemp("d")
+    journals = [folder / "a.jsonl", folder / "b.jsonl"]
+    for journal in journals:
+        journal.write_bytes(encode(Dispatched(chunk_id="start", span_id=journal.stem, **DEAD)))  # type: ignore[arg-type]
+    for which, op in ops:
+        apply(journals[which], op)
+        commands = [["pending", str(folder)], ["pending", str(folder), "--json"], ["stats", str(folder), "--json"]]
+        with_checkpoints = [run_in_process(cmd) for cmd in commands]
+        without = [run_in_process([*cmd, "--no-checkpoint"]) for cmd in commands]
+        assert with_checkpoints == without, (which, op)
+
+
 def test_a_checkpoint_is_used_and_only_the_new_tail_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from spanjournal import ledger as ledger_module
 
