@@ -350,12 +350,65 @@ def test_the_readmes_three_commands_show_the_demos_in_flight_agents_in_jaeger(
         completed = {e["span_id"] for e in lines if e["event"] == "subagent_completed"}
         in_flight = {e["span_id"] for e in lines if e["event"] == "subagent_dispatched"} - completed
         assert in_flight, "the demo's crash leaves agents in flight"
-        traces = jaeger.search(query["service"], json.loads(query["tags"]))
+        tags = json.loads(query["tags"])
+        listed = jaeger.wait_for(lambda: [s for t in jaeger.search(query["service"], tags) for s in t], len(in_flight))
         page = chromium("--dump-dom", f"{jaeger.ui_url}{url.path}?{url.query}") if CHROMIUM else None
-    listed = [span for trace in traces for span in trace]
     assert sorted(s["spanID"] for s in listed) == sorted(in_flight)
     for span in listed:
         assert tag(span, "otel.status_description") == "no completion recorded"
     if page is not None:  # the page Jaeger serves at that address lists the same traces
         assert page.returncode == 0, page.stderr[-2000:]
         assert f"{query['service']}: {len(in_flight)} traces" in page.stdout
+
+
+def test_make_jaeger_starts_it_in_the_background_and_stops_it_by_pid(jaeger_binary: Path, tmp_path: Path) -> None:
+    import socket
+    import urllib.request
+
+    try:
+        from jaeger_server import JAEGER_SCRIPT, PORT_VARIABLES
+    except ModuleNotFoundError:
+        from tests.jaeger_server import JAEGER_SCRIPT, PORT_VARIABLES
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / jaeger_binary.name).symlink_to(jaeger_binary)  # the built binary, as a cache holding it
+    sockets = [socket.socket() for _ in PORT_VARIABLES]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = {name: str(s.getsockname()[1]) for name, s in zip(PORT_VARIABLES, sockets, strict=True)}
+    for s in sockets:
+        s.close()
+    env = {**os.environ, **ports, "SPANJOURNAL_JAEGER_CACHE": str(cache)}
+
+    def script(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(JAEGER_SCRIPT), command], capture_output=True, text=True, env=env, timeout=120
+        )
+
+    started = script("start")
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        ui = f"http://127.0.0.1:{ports['JAEGER_UI_PORT']}"
+        assert f"UI {ui}" in started.stdout
+        assert f"OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:{ports['JAEGER_OTLP_GRPC_PORT']}" in started.stdout
+        pid = int((cache / "jaeger.pid").read_text())
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"{ui}/api/services", timeout=10) as response:
+            assert json.load(response)["errors"] is None
+        with opener.open(f"{ui}/trace/0123456789abcdef", timeout=10) as response:
+            assert "spanjournal trace page" in response.read().decode()  # the page jaeger.sh serves as the UI
+        again = script("start")
+        assert again.returncode == 0 and f"already running (pid {pid})" in again.stdout
+    finally:
+        stopped = script("stop")
+    assert stopped.returncode == 0 and f"stopped Jaeger (pid {pid})" in stopped.stdout
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        threading.Event().wait(0.1)
+    else:
+        pytest.fail(f"Jaeger pid {pid} is still running after stop")
+    assert not (cache / "jaeger.pid").exists()
