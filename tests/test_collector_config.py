@@ -747,6 +747,9 @@ def test_the_no_docker_jaeger_config_listens_on_loopback_on_the_usual_ports() ->
     query = config["extensions"]["jaeger_query"]
     assert query["http"]["endpoint"] == "127.0.0.1:${env:JAEGER_UI_PORT:-16686}"
     assert query["grpc"]["endpoint"].startswith("127.0.0.1:")
+    # Jaeger's query service traces itself by default, to localhost:4317 whatever its own ports.
+    assert query["enable_tracing"] is False
+    assert config["service"]["telemetry"]["metrics"]["level"] == "none"  # no self-metrics port (8888)
     (storage,) = config["extensions"]["jaeger_storage"]["backends"]
     assert query["storage"]["traces"] == storage
     assert config["exporters"]["jaeger_storage_exporter"]["trace_storage"] == storage
