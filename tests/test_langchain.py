@@ -209,3 +209,14 @@ def test_a_chunk_id_function_names_the_units() -> None:
             {"topics": ["pricing", "legal"], "findings": []}, {"callbacks": [handler]}
         )
         assert sorted(d.chunk_id for d in cap.journal.dispatched()) == ["research-legal", "research-pricing"]
+
+
+def test_import_spanjournal_does_not_import_langchain() -> None:
+    probe = (
+        "import sys, spanjournal\n"
+        "spanjournal.configure; spanjournal.dispatch; dir(spanjournal)\n"
+        "assert not [m for m in sys.modules if m.startswith(('langchain', 'langgraph'))]\n"
+        "import spanjournal.langchain\n"
+        "assert 'langchain_core' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)

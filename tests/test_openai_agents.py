@@ -20,6 +20,7 @@ import pytest
 pytest.importorskip("agents")
 
 from agents import Agent, ModelSettings, RunConfig, Runner, Usage
+from agents.exceptions import UserError
 from agents.items import ModelResponse
 from agents.models.interface import Model
 from agents.testing import assistant_message, function_call
@@ -261,3 +262,48 @@ def test_an_explicit_id_in_the_trace_metadata_names_the_run() -> None:
         (dispatched,) = cap.journal.dispatched()
         assert dispatched.chunk_id == "case-007"
         assert dispatched.attrs is not None and dispatched.attrs["openai_agents.group_id"] == "bench-3"
+
+
+def test_strict_with_failure_error_function_none_stops_the_whole_run() -> None:
+    orchestrator_model = ScriptedModel(
+        lambda items: (
+            [assistant_message("done")]
+            if tool_outputs(items)
+            else [function_call("ask_pricing", {"input": "price"}, call_id="c1")]
+        )
+    )
+    sub_model = ScriptedModel(lambda _: [assistant_message("ok")])
+    with capture(journal=MemoryJournal(fail_after=1)):
+        hooks = spanjournal.instrument_openai_agents()
+        pricing = Agent(name="pricing", model=sub_model)
+        tool = pricing.as_tool("ask_pricing", "Ask", hooks=hooks, failure_error_function=None)
+        agent = Agent(name="orchestrator", model=orchestrator_model, tools=[tool])
+        with pytest.raises(UserError, match="ask_pricing") as raised:
+            asyncio.run(Runner.run(agent, "Survey", hooks=hooks))
+    assert isinstance(raised.value.__cause__, JournalWriteError)
+    assert (orchestrator_model.calls, sub_model.calls) == (1, 0)
+
+
+def test_with_the_sdks_tracing_disabled_strict_refuses_to_run_unjournaled() -> None:
+    model = ScriptedModel(lambda _: [assistant_message("ok")])
+    with capture() as cap:
+        hooks = spanjournal.instrument_openai_agents()
+        with pytest.raises(JournalWriteError, match="tracing disabled"):
+            asyncio.run(
+                Runner.run(
+                    Agent(name="pricing", model=model), "q", hooks=hooks, run_config=RunConfig(tracing_disabled=True)
+                )
+            )
+        assert cap.journal.dispatched() == []
+    assert model.calls == 0
+
+
+def test_import_spanjournal_does_not_import_the_agents_sdk() -> None:
+    probe = (
+        "import sys, spanjournal\n"
+        "spanjournal.configure; spanjournal.dispatch; dir(spanjournal)\n"
+        "assert 'agents' not in sys.modules, 'imported by spanjournal'\n"
+        "spanjournal.instrument_openai_agents\n"
+        "assert 'agents' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)

@@ -273,8 +273,9 @@ class JournalRunHooks(RunHooks[Any]):
 
     def _no_agent_span(self, agent: Agent[Any]) -> None:
         message = (
-            f"agent {agent.name!r} runs with the Agents SDK's tracing disabled: spanjournal needs its agent spans "
-            "to journal the run (do not set tracing_disabled / OPENAI_AGENTS_DISABLE_TRACING)"
+            f"agent {agent.name!r} runs with the Agents SDK's tracing disabled, or without spanjournal's trace "
+            "processor: spanjournal needs the SDK's agent spans to journal the run (do not set tracing_disabled / "
+            "OPENAI_AGENTS_DISABLE_TRACING; set_trace_processors() removes every processor added before it)"
         )
         if self.strict:
             raise JournalWriteError(None, message)
