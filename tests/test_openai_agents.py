@@ -307,3 +307,18 @@ def test_import_spanjournal_does_not_import_the_agents_sdk() -> None:
         "assert 'agents' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
+
+
+def test_replacing_the_sdks_processors_keeps_journaling_with_hooks_trace_processor() -> None:
+    from agents import set_trace_processors
+    from agents.tracing.processors import default_processor
+
+    with capture() as cap:
+        hooks = spanjournal.instrument_openai_agents()
+        set_trace_processors([hooks.trace_processor])
+        try:
+            agent = Agent(name="pricing", model=ScriptedModel(lambda _: [assistant_message("ok")]))
+            asyncio.run(Runner.run(agent, "price of A", hooks=hooks))
+        finally:  # as the SDK set them up, for the other tests
+            set_trace_processors([default_processor(), hooks.trace_processor])
+        assert [c.state for c in cap.ledger()] == [ChunkState.DONE]

@@ -221,6 +221,11 @@ class JournalRunHooks(RunHooks[Any]):
         self.chunk_id_key = chunk_id_key
         self._tracker = processor
 
+    @property
+    def trace_processor(self) -> TracingProcessor:
+        """The processor added to the SDK's tracing; keep it in any list given to ``set_trace_processors``."""
+        return self._tracker
+
     async def on_agent_start(self, context: AgentHookContext[Any], agent: Agent[Any]) -> None:
         """Dispatch the unit (before its first model call); strict: raise if that line is not kept."""
         current = get_current_span()
@@ -275,7 +280,7 @@ class JournalRunHooks(RunHooks[Any]):
         message = (
             f"agent {agent.name!r} runs with the Agents SDK's tracing disabled, or without spanjournal's trace "
             "processor: spanjournal needs the SDK's agent spans to journal the run (do not set tracing_disabled / "
-            "OPENAI_AGENTS_DISABLE_TRACING; set_trace_processors() removes every processor added before it)"
+            "OPENAI_AGENTS_DISABLE_TRACING; agents.set_trace_processors() removes it: include hooks.trace_processor)"
         )
         if self.strict:
             raise JournalWriteError(None, message)
