@@ -322,3 +322,24 @@ def test_replacing_the_sdks_processors_keeps_journaling_with_hooks_trace_process
         finally:  # as the SDK set them up, for the other tests
             set_trace_processors([default_processor(), hooks.trace_processor])
         assert [c.state for c in cap.ledger()] == [ChunkState.DONE]
+
+
+def test_an_agent_tool_without_the_hooks_is_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with capture() as cap:
+        hooks = spanjournal.instrument_openai_agents()
+        pricing = Agent(name="pricing-unhooked", model=ScriptedModel(lambda _: [assistant_message("ok")]))
+        agent = Agent(
+            name="orchestrator",
+            model=ScriptedModel(
+                lambda items: (
+                    [assistant_message("done")]
+                    if tool_outputs(items)
+                    else [function_call("ask", {"input": "price"}, call_id="c1")]
+                )
+            ),
+            tools=[pricing.as_tool("ask", "Ask")],  # no hooks=
+        )
+        asyncio.run(Runner.run(agent, "Survey", hooks=hooks))
+        assert [d.agent for d in cap.journal.dispatched()] == ["orchestrator"]
+    assert "'pricing-unhooked' ran inside unit" in caplog.text
+    assert "pass hooks= to its as_tool()" in caplog.text

@@ -105,6 +105,9 @@ class _AgentSpanTracker(TracingProcessor):
         self._spans: dict[str, tuple[str | None, str, bool]] = {}
         #: agent span id -> the unit the hooks started for it.
         self._units: dict[str, _Unit] = {}
+        #: Agent spans the hooks saw start (units, or refused by strict), until they end.
+        self._claimed: set[str] = set()
+        self._warned: set[str] = set()
         self._by_trace: dict[str, set[str]] = {}
 
     # -- the TracingProcessor interface --------------------------------------------
@@ -127,7 +130,11 @@ class _AgentSpanTracker(TracingProcessor):
             return
         with self._lock:
             unit = self._units.pop(span.span_id, None)
+            claimed = span.span_id in self._claimed
+            self._claimed.discard(span.span_id)
         if unit is None:
+            if not claimed:
+                self._warn_unhooked(span)
             return
         error = span.error
         if error is not None:
@@ -172,9 +179,28 @@ class _AgentSpanTracker(TracingProcessor):
         with self._lock:
             return self._units.get(agent_span_id)
 
+    def claim(self, agent_span_id: str) -> None:
+        """The hooks saw this agent span start."""
+        with self._lock:
+            self._claimed.add(agent_span_id)
+
     def add_unit(self, agent_span_id: str, unit: _Unit) -> None:
         with self._lock:
             self._units[agent_span_id] = unit
+
+    def _warn_unhooked(self, span: Span[Any]) -> None:
+        """An agent ran inside a unit without the hooks (an ``as_tool`` without ``hooks=``): say so, once per agent."""
+        parent = self.parent_unit(span.span_id)
+        name = str(span.span_data.name)
+        if parent is None or name in self._warned:
+            return
+        self._warned.add(name)
+        logger.warning(
+            "spanjournal: agent %r ran inside unit %r without spanjournal's run hooks, so it was not journaled "
+            "as a unit of its own: pass hooks= to its as_tool()",
+            name,
+            parent.dispatch.chunk_id,
+        )
 
     def forget_unit(self, agent_span_id: str) -> None:
         with self._lock:
@@ -235,6 +261,7 @@ class JournalRunHooks(RunHooks[Any]):
             return
         if self._tracker.unit(agent_span) is not None:
             return
+        self._tracker.claim(agent_span)
         parent = self._tracker.parent_unit(agent_span)
         trace = get_current_trace()
         exported = (trace.export() if trace is not None else None) or {}
