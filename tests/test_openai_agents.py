@@ -343,3 +343,26 @@ def test_an_agent_tool_without_the_hooks_is_named_in_a_warning(caplog: pytest.Lo
         assert [d.agent for d in cap.journal.dispatched()] == ["orchestrator"]
     assert "'pricing-unhooked' ran inside unit" in caplog.text
     assert "pass hooks= to its as_tool()" in caplog.text
+
+
+def test_a_handoff_makes_the_agent_handed_to_a_unit_of_its_own() -> None:
+    billing = Agent(name="billing", model=ScriptedModel(lambda _: [assistant_message("refund issued")]))
+    triage = Agent(
+        name="triage",
+        model=ScriptedModel(lambda _: [function_call("transfer_to_billing", {}, call_id="h1")]),
+        handoffs=[billing],
+    )
+    with capture() as cap:
+        hooks = spanjournal.instrument_openai_agents()
+        config = RunConfig(trace_metadata={"spanjournal.chunk_id": "ticket-42"})
+        result = asyncio.run(Runner.run(triage, "refund please", hooks=hooks, run_config=config))
+        assert result.final_output == "refund issued"
+        dispatched = cap.journal.dispatched()
+        assert [(d.chunk_id, d.agent) for d in dispatched] == [
+            ("ticket-42", "triage"),
+            (f"ticket-42/{unit_chunk_id('billing', 'refund please')}", "billing"),
+        ]
+        assert dispatched[1].parent_span_id == dispatched[0].span_id
+        ledger = cap.ledger()
+        assert [c.state for c in ledger] == [ChunkState.DONE, ChunkState.DONE]
+        assert ledger.pending() == []

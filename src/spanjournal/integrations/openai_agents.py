@@ -108,6 +108,8 @@ class _AgentSpanTracker(TracingProcessor):
         #: Agent spans the hooks saw start (units, or refused by strict), until they end.
         self._claimed: set[str] = set()
         self._warned: set[str] = set()
+        #: trace id -> the trace's first unit without a parent unit (the run's root).
+        self._roots: dict[str, _Unit] = {}
         self._by_trace: dict[str, set[str]] = {}
 
     # -- the TracingProcessor interface --------------------------------------------
@@ -119,6 +121,7 @@ class _AgentSpanTracker(TracingProcessor):
         with self._lock:
             for span_id in self._by_trace.pop(trace.trace_id, ()):
                 self._spans.pop(span_id, None)
+            self._roots.pop(trace.trace_id, None)
 
     def on_span_start(self, span: Span[Any]) -> None:
         with self._lock:
@@ -174,6 +177,18 @@ class _AgentSpanTracker(TracingProcessor):
                 known = self._spans.get(span_id)
                 span_id = known[0] if known is not None else None
         return None
+
+    def trace_root(self, agent_span_id: str) -> _Unit | None:
+        """The first unit of ``agent_span_id``'s trace that had no parent unit, if any."""
+        with self._lock:
+            known = self._spans.get(agent_span_id)
+            return self._roots.get(known[1]) if known is not None else None
+
+    def set_trace_root(self, agent_span_id: str, unit: _Unit) -> None:
+        with self._lock:
+            known = self._spans.get(agent_span_id)
+            if known is not None:
+                self._roots.setdefault(known[1], unit)
 
     def unit(self, agent_span_id: str) -> _Unit | None:
         with self._lock:
@@ -262,7 +277,9 @@ class JournalRunHooks(RunHooks[Any]):
         if self._tracker.unit(agent_span) is not None:
             return
         self._tracker.claim(agent_span)
-        parent = self._tracker.parent_unit(agent_span)
+        # A unit's parent is the unit it runs in; an agent handed off to (or a second run in the
+        # same trace) is named under the trace's first unit, so no two units share an id.
+        parent = self._tracker.parent_unit(agent_span) or self._tracker.trace_root(agent_span)
         trace = get_current_trace()
         exported = (trace.export() if trace is not None else None) or {}
         metadata = exported.get("metadata") or {}
@@ -283,7 +300,10 @@ class JournalRunHooks(RunHooks[Any]):
             attributes=attributes,
             strict=self.strict,
         )
-        self._tracker.add_unit(agent_span, _Unit(dispatch))
+        unit = _Unit(dispatch)
+        self._tracker.add_unit(agent_span, unit)
+        if parent is None:
+            self._tracker.set_trace_root(agent_span, unit)
 
     async def on_llm_end(self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse) -> None:
         """Add the response's token usage to its unit."""
