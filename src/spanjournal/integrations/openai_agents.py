@@ -28,7 +28,9 @@ names the run's outermost unit; otherwise a unit's id is its agent's name and
 a hash of its normalised input (``researcher-3f2a9c1d0b7e4a55``). A unit
 inside another one is named under its parent
 (``compare-vendors/researcher-3f2a9c1d0b7e4a55``): the same sub-agent asked
-the same thing by the same parent after a crash is the same chunk.
+the same thing by the same parent after a crash is the same chunk. An agent
+handed off to, or a second run in the same trace, is named under the trace's
+first unit, so that no two units share an id.
 
 This module imports the ``agents`` package; ``import spanjournal`` does not
 import this module.
@@ -73,8 +75,8 @@ _HASH_HEX_DIGITS = 16
 def instrument_openai_agents(*, strict: bool = True, chunk_id_key: str = DEFAULT_CHUNK_ID_KEY) -> JournalRunHooks:
     """Journal the agent runs of the OpenAI Agents SDK; return the hooks to pass to runs and agent tools.
 
-    Pass the hooks to ``Runner.run``/``run_sync``/``run_streamed``
-    (``hooks=``) and to each ``Agent.as_tool(..., hooks=)`` whose agent
+    Pass the hooks to ``Runner.run``/``run_sync`` (``hooks=``; streamed
+    runs call the same hooks but are not tested here) and to each ``Agent.as_tool(..., hooks=)`` whose agent
     should be a unit of its own. The journal is the one
     :func:`spanjournal.configure` set up. ``strict`` (default): a unit whose
     dispatched line could not be written raises
