@@ -366,3 +366,24 @@ def test_a_handoff_makes_the_agent_handed_to_a_unit_of_its_own() -> None:
         ledger = cap.ledger()
         assert [c.state for c in ledger] == [ChunkState.DONE, ChunkState.DONE]
         assert ledger.pending() == []
+
+
+def test_a_streamed_run_is_a_unit_too() -> None:
+    from agents.testing import ModelStep
+    from agents.testing import ScriptedModel as SDKScriptedModel
+
+    usage = Usage(requests=1, input_tokens=INPUT_TOKENS, output_tokens=OUTPUT_TOKENS, total_tokens=150)
+    model = SDKScriptedModel([ModelStep(output=[assistant_message("ok")], usage=usage)])
+
+    async def stream() -> None:
+        result = Runner.run_streamed(Agent(name="pricing", model=model), "price of A", hooks=hooks)
+        async for _ in result.stream_events():
+            pass
+
+    with capture() as cap:
+        hooks = spanjournal.instrument_openai_agents()
+        asyncio.run(stream())
+        chunk = cap.ledger()[unit_chunk_id("pricing", "price of A")]
+        assert chunk.state is ChunkState.DONE
+        assert chunk.success is not None
+        assert (chunk.success.input_tokens, chunk.success.output_tokens) == (INPUT_TOKENS, OUTPUT_TOKENS)

@@ -75,8 +75,8 @@ _HASH_HEX_DIGITS = 16
 def instrument_openai_agents(*, strict: bool = True, chunk_id_key: str = DEFAULT_CHUNK_ID_KEY) -> JournalRunHooks:
     """Journal the agent runs of the OpenAI Agents SDK; return the hooks to pass to runs and agent tools.
 
-    Pass the hooks to ``Runner.run``/``run_sync`` (``hooks=``; streamed
-    runs call the same hooks but are not tested here) and to each ``Agent.as_tool(..., hooks=)`` whose agent
+    Pass the hooks to ``Runner.run``/``run_sync``/``run_streamed``
+    (``hooks=``) and to each ``Agent.as_tool(..., hooks=)`` whose agent
     should be a unit of its own. The journal is the one
     :func:`spanjournal.configure` set up. ``strict`` (default): a unit whose
     dispatched line could not be written raises
