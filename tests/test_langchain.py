@@ -220,3 +220,31 @@ def test_import_spanjournal_does_not_import_langchain() -> None:
         "assert 'langchain_core' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_failure_inside_the_handler_is_a_strict_refusal_or_a_logged_error(strict: bool) -> None:
+    ran: list[str] = []
+
+    def research(task: dict[str, Any]) -> dict[str, Any]:
+        ran.append(task["topic"])
+        return {"findings": [task["topic"]]}
+
+    def broken_ids(name: str, task: Any) -> str:
+        raise KeyError("no such field")
+
+    with capture() as cap:
+        handler = JournalCallbackHandler(nodes={"research"}, chunk_id=broken_ids, strict=strict)
+        graph = research_graph(research)
+
+        def invoke() -> None:
+            graph.invoke({"topics": ["pricing"], "findings": []}, {"callbacks": [handler]})
+
+        if strict:
+            with pytest.raises(JournalWriteError, match="no such field"):
+                invoke()
+            assert ran == []
+        else:
+            invoke()
+            assert ran == ["pricing"]
+        assert cap.journal.dispatched() == []

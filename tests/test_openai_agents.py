@@ -387,3 +387,26 @@ def test_a_streamed_run_is_a_unit_too() -> None:
         assert chunk.state is ChunkState.DONE
         assert chunk.success is not None
         assert (chunk.success.input_tokens, chunk.success.output_tokens) == (INPUT_TOKENS, OUTPUT_TOKENS)
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_failure_inside_the_hooks_is_a_strict_refusal_or_a_logged_error(
+    strict: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spanjournal.integrations import openai_agents
+
+    def broken(name: str, agent_input: Any) -> str:
+        raise KeyError("no such field")
+
+    monkeypatch.setattr(openai_agents, "unit_chunk_id", broken)
+    model = ScriptedModel(lambda _: [assistant_message("ok")])
+    with capture() as cap:
+        hooks = spanjournal.instrument_openai_agents(strict=strict)
+        run = lambda: asyncio.run(Runner.run(Agent(name="pricing", model=model), "q", hooks=hooks))  # noqa: E731
+        if strict:
+            with pytest.raises(JournalWriteError, match="no such field"):
+                run()
+        else:
+            run()
+        assert cap.journal.dispatched() == []
+    assert model.calls == (0 if strict else 1)

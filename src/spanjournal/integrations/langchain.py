@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
@@ -43,8 +44,11 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from pydantic import BaseModel
 
 from spanjournal.instrument import StartedDispatch, start_dispatch
+from spanjournal.journal import JournalWriteError
 
 __all__ = ["DEFAULT_CHUNK_ID_KEY", "DEFAULT_UNIT_KEY", "JournalCallbackHandler", "normalised_input", "unit_chunk_id"]
+
+logger = logging.getLogger("spanjournal")
 
 #: The metadata key whose value is a unit's explicit chunk id.
 DEFAULT_CHUNK_ID_KEY = "spanjournal.chunk_id"
@@ -124,17 +128,24 @@ class JournalCallbackHandler(BaseCallbackHandler):
         is_unit = bool(explicit) or marked or (name in self.nodes and metadata.get("langgraph_node") == name)
         unit = None
         if is_unit:
-            chunk_id = self._chunk_id(name, inputs, explicit)
-            if parent_unit is not None:
-                chunk_id = f"{parent_unit.chunk_id}/{chunk_id}"
-            unit = start_dispatch(
-                chunk_id,
-                parent=parent_unit,
-                agent_name=name,
-                task_description=_describe(inputs)[:TASK_DESCRIPTION_CHARS] or None,
-                attributes=_graph_attributes(metadata),
-                strict=self.strict,
-            )
+            try:
+                chunk_id = self._chunk_id(name, inputs, explicit)
+                if parent_unit is not None:
+                    chunk_id = f"{parent_unit.chunk_id}/{chunk_id}"
+                unit = start_dispatch(
+                    chunk_id,
+                    parent=parent_unit,
+                    agent_name=name,
+                    task_description=_describe(inputs)[:TASK_DESCRIPTION_CHARS] or None,
+                    attributes=_graph_attributes(metadata),
+                    strict=self.strict,
+                )
+            except JournalWriteError:
+                raise
+            except Exception as exc:  # e.g. a chunk_id function that raised
+                if self.strict:
+                    raise JournalWriteError(None, f"run {name!r} could not be journaled: {exc!r}") from exc
+                logger.error("spanjournal: run %r runs unjournaled: %r", name, exc)
         with self._lock:
             self._runs[run_id] = _Run(parent_run_id, marks, unit)
 
@@ -175,7 +186,11 @@ class JournalCallbackHandler(BaseCallbackHandler):
         self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         """Add the usage of the generated messages to the unit above the model run."""
-        input_tokens, output_tokens = _usage(response)
+        try:
+            input_tokens, output_tokens = _usage(response)
+        except (TypeError, ValueError, AttributeError) as exc:
+            logger.debug("spanjournal: unreadable model usage: %r", exc)
+            return
         if not (input_tokens or output_tokens):
             return
         with self._lock:
@@ -217,12 +232,15 @@ class JournalCallbackHandler(BaseCallbackHandler):
             run = self._runs.pop(run_id, None)
         if run is None or run.unit is None:
             return
-        run.unit.end(
-            success=error is None,
-            error=error,
-            input_tokens=run.input_tokens,
-            output_tokens=run.output_tokens,
-        )
+        try:
+            run.unit.end(
+                success=error is None,
+                error=error,
+                input_tokens=run.input_tokens,
+                output_tokens=run.output_tokens,
+            )
+        except Exception as exc:  # the handler raises into the graph: only strict refusals may
+            logger.error("spanjournal: could not complete unit %r: %r", run.unit.chunk_id, exc)
 
 
 def unit_chunk_id(name: str, run_input: Any) -> str:

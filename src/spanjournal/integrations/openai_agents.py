@@ -270,7 +270,20 @@ class JournalRunHooks(RunHooks[Any]):
         return self._tracker
 
     async def on_agent_start(self, context: AgentHookContext[Any], agent: Agent[Any]) -> None:
-        """Dispatch the unit (before its first model call); strict: raise if that line is not kept."""
+        """Dispatch the unit (before its first model call); strict: raise if that line is not kept.
+
+        Hooks raise into the run: only a strict refusal (``JournalWriteError``) leaves here.
+        """
+        try:
+            self._start_unit(context, agent)
+        except JournalWriteError:
+            raise
+        except Exception as exc:
+            if self.strict:
+                raise JournalWriteError(None, f"agent {agent.name!r} could not be journaled: {exc!r}") from exc
+            logger.error("spanjournal: agent %r runs unjournaled: %r", agent.name, exc)
+
+    def _start_unit(self, context: AgentHookContext[Any], agent: Agent[Any]) -> None:
         current = get_current_span()
         agent_span = self._tracker.agent_span_of(current.span_id if current is not None else None)
         if agent_span is None:
@@ -309,12 +322,13 @@ class JournalRunHooks(RunHooks[Any]):
 
     async def on_llm_end(self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse) -> None:
         """Add the response's token usage to its unit."""
-        current = get_current_span()
-        agent_span = self._tracker.agent_span_of(current.span_id if current is not None else None)
-        unit = self._tracker.unit(agent_span) if agent_span is not None else None
+        unit = self._current_unit()
         usage = response.usage
         if unit is not None and usage is not None:
-            unit.add_usage(int(usage.input_tokens or 0), int(usage.output_tokens or 0))
+            try:
+                unit.add_usage(int(usage.input_tokens or 0), int(usage.output_tokens or 0))
+            except (TypeError, ValueError) as exc:
+                logger.debug("spanjournal: unreadable model usage: %r", exc)
 
     async def on_agent_end(self, context: AgentHookContext[Any], agent: Agent[Any], output: Any) -> None:
         """Complete the unit: its agent produced its final output."""
@@ -323,7 +337,16 @@ class JournalRunHooks(RunHooks[Any]):
         unit = self._tracker.unit(agent_span) if agent_span is not None else None
         if unit is not None and agent_span is not None:
             self._tracker.forget_unit(agent_span)
-            unit.end()
+            try:
+                unit.end()
+            except Exception as exc:  # hooks raise into the run: only strict refusals may
+                logger.error("spanjournal: could not complete unit %r: %r", unit.dispatch.chunk_id, exc)
+
+    def _current_unit(self) -> _Unit | None:
+        """The unit of the agent span the caller runs under, if any."""
+        current = get_current_span()
+        agent_span = self._tracker.agent_span_of(current.span_id if current is not None else None)
+        return self._tracker.unit(agent_span) if agent_span is not None else None
 
     def _no_agent_span(self, agent: Agent[Any]) -> None:
         message = (
