@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from spanjournal._schema import SCHEMA_VERSION, Completed, Dispatched, RunPlanned
     from spanjournal.config import Spanjournal, configure
-    from spanjournal.instrument import DispatchHandle, current_dispatch, dispatch, dispatch_span
+    from spanjournal.instrument import (
+        DispatchHandle,
+        StartedDispatch,
+        current_dispatch,
+        dispatch,
+        dispatch_span,
+        start_dispatch,
+    )
+    from spanjournal.integrations.openai_agents import instrument_openai_agents
     from spanjournal.journal import Journal, JournalWriteError
     from spanjournal.ledger import Attempt, Chunk, ChunkState, Ledger, read_ledger
     from spanjournal.processor import JournalSpanProcessor
@@ -48,6 +56,9 @@ _LAZY = {
     "current_dispatch": "spanjournal.instrument",
     "DispatchHandle": "spanjournal.instrument",
     "JournalSpanProcessor": "spanjournal.processor",
+    "StartedDispatch": "spanjournal.instrument",
+    "start_dispatch": "spanjournal.instrument",
+    "instrument_openai_agents": "spanjournal.integrations.openai_agents",
 }
 
 __all__ = [
@@ -66,11 +77,14 @@ __all__ = [
     "ReadIssue",
     "RunPlanned",
     "Spanjournal",
+    "StartedDispatch",
     "configure",
     "current_dispatch",
     "dispatch",
     "dispatch_span",
+    "instrument_openai_agents",
     "read_ledger",
+    "start_dispatch",
 ]
 
 
