@@ -200,12 +200,14 @@ def test_confine_is_lexical_and_open_beneath_follows_no_symlink(tmp_path: Path) 
     (root / "sub" / "x.json").write_text("{}")
     (root / "inner-link").symlink_to(root / "sub")
     (root / "outer-link").symlink_to(tmp_path)
-    assert confine(root, root / "sub" / "x.json", "sub/x.json") == (["sub", "x.json"], "")
-    assert confine(root, tmp_path / "x.json", "sub/../../x.json") == (
+    assert confine([root], root / "sub" / "x.json", "sub/x.json") == (root, ["sub", "x.json"], "")
+    assert confine([tmp_path / "other", root], root / "x.json", "x.json") == (root, ["x.json"], "")
+    assert confine([root], tmp_path / "x.json", "sub/../../x.json") == (
+        None,
         None,
         f"'..' leads outside the root: {tmp_path / 'x.json'}",
     )
-    assert confine(root, Path("/etc/passwd"), "/etc/passwd") == (None, f"absolute path outside the root {root}")
+    assert confine([root], Path("/etc/passwd"), "/etc/passwd") == (None, None, f"absolute path outside the root {root}")
     fd, verdict, why = open_beneath(root, ["sub", "x.json"])
     assert fd is not None and verdict == "valid" and why == ""
     os.close(fd)

@@ -42,12 +42,13 @@ already exists and is valid, and record them done.
 
 For each unfinished chunk whose dispatch (or an earlier completion) names an
 output file, the file must
-  - be under the root: --root DIR if given, else the working directory the
-    dispatching process recorded (cwd), else the journal's directory.
-    A relative output path is taken from that recorded cwd (what it meant
-    to the process that wrote it), else from the root. Paths whose `..`
-    leads out, absolute paths elsewhere, and any symlink on the way (none
-    is followed, at any level) are refused;
+  - be under the root: --root DIR if given, else under the journal's
+    directory or the working directory the dispatching process recorded
+    (cwd). A relative output path is taken from that recorded cwd (what it
+    meant to the process that wrote it), else from --root, else from the
+    journal's directory. Paths whose `..` leads out, absolute paths
+    elsewhere, and any symlink on the way (none is followed, at any level)
+    are refused;
   - be a regular file modified after the dispatch (not a previous run's);
   - validate: json (one whole JSON document: a partial write fails; at
     most 256 MiB, larger ones are left pending with that reason),
@@ -136,7 +137,7 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--root",
         metavar="DIR",
-        help="confine outputs to DIR (default: each dispatch's recorded cwd, else the journal's directory)",
+        help="confine outputs to DIR (default: the journal's directory and each dispatch's recorded cwd)",
     )
     parser.add_argument(
         "--validate",
@@ -183,15 +184,18 @@ def _one_journal(arg: str) -> Path:
 def decide(ledger: Ledger, root: Path | None, validation: Validation, *, journal_folder: Path) -> list[Decision]:
     """A decision for every unfinished or running chunk, in ledger order.
 
-    ``root`` (``--root``) confines every output; without it each chunk's
-    outputs are confined to its dispatch's recorded working directory, else
-    to ``journal_folder``.
+    ``root`` (``--root``) confines every output; without it a chunk's output
+    must lie beneath its dispatch's recorded working directory or beneath
+    ``journal_folder``. A relative output path is taken from the recorded
+    working directory, else from the root (``--root``, else ``journal_folder``).
     """
     out = []
     for chunk_id in ledger.pending([ChunkState.UNFINISHED, ChunkState.RUNNING]):
         chunk = ledger[chunk_id]
         if chunk.state is ChunkState.UNFINISHED:
-            out.append(check_chunk(chunk, root or _dispatch_cwd(chunk) or journal_folder, validation))
+            cwd = _dispatch_cwd(chunk)
+            roots = [root] if root is not None else [journal_folder, *([cwd] if cwd is not None else [])]
+            out.append(check_chunk(chunk, roots, validation))
         else:
             d = chunk.dispatch
             where = f"pid {d.pid} on {d.host}" if d is not None else "its process"
@@ -224,7 +228,7 @@ def _output_path(chunk: Chunk, root: Path) -> Path | None:
     return Path(os.path.normpath(base / name))
 
 
-def check_chunk(chunk: Chunk, root: Path, validation: Validation) -> Decision:
+def check_chunk(chunk: Chunk, roots: list[Path], validation: Validation) -> Decision:
     """What to do with one unfinished chunk. Never raises for what a file or a line holds."""
     output = output_file_of(chunk)
     if output is None:
@@ -232,10 +236,10 @@ def check_chunk(chunk: Chunk, root: Path, validation: Validation) -> Decision:
     if "\0" in output:
         return Decision(chunk, Verdict.REFUSED, "refused: a NUL byte in the path", output)
     try:
-        path = _output_path(chunk, root)
+        path = _output_path(chunk, roots[0])
         assert path is not None
-        parts, refusal = confine(root, path, output)
-        if parts is None:
+        root, parts, refusal = confine(roots, path, output)
+        if root is None or parts is None:
             return Decision(chunk, Verdict.REFUSED, f"refused: {refusal}", output)
         fd, verdict, problem = open_beneath(root, parts)
         if fd is None:
@@ -266,22 +270,25 @@ def _check_opened(chunk: Chunk, fd: int, path: Path, output: str, validation: Va
     return Decision(chunk, Verdict.VALID, f"valid ({name})", output, name, finished_at=modified)
 
 
-def confine(root: Path, path: Path, output_file: str) -> tuple[list[str] | None, str]:
-    """The components of ``path`` (``output_file`` made absolute, normalised) below ``root``, else ``(None, why)``.
+def confine(roots: list[Path], path: Path, output_file: str) -> tuple[Path | None, list[str] | None, str]:
+    """The first of ``roots`` that ``path`` (``output_file`` made absolute, normalised) lies beneath,
+    and its components below it; else ``(None, None, why)``.
 
     Lexical only: the components are then opened one by one from the root
     with no symlink followed (:func:`open_beneath`).
     """
-    relative = not os.path.isabs(output_file)
-    for base in (Path(os.path.abspath(root)), Path(os.path.realpath(root))):
-        if path.is_relative_to(base):
-            parts = list(path.relative_to(base).parts)
-            return (parts, "") if parts else (None, "the root itself is not a file")
-    if not relative:
-        return None, f"absolute path outside the root {root}"
+    for root in roots:
+        for base in (Path(os.path.abspath(root)), Path(os.path.realpath(root))):
+            if path.is_relative_to(base):
+                parts = list(path.relative_to(base).parts)
+                if parts:
+                    return root, parts, ""
+    where = " or ".join(str(r) for r in roots)
+    if os.path.isabs(output_file):
+        return None, None, f"absolute path outside the root {where}"
     if ".." in Path(output_file).parts:
-        return None, f"'..' leads outside the root: {path}"
-    return None, f"{path} is outside the root {root}"
+        return None, None, f"'..' leads outside the root: {path}"
+    return None, None, f"{path} is outside the root {where}"
 
 
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
