@@ -519,4 +519,7 @@ def test_chunk_ids_with_control_characters_are_refused_naming_the_id(bad: str) -
     with capture() as c, pytest.raises(ValueError) as dynamic:
         body(1)
     assert expected in str(dynamic.value)
-    assert ran == [] and c.journal.lines == []
+    with capture() as c2, pytest.raises(ValueError) as context_manager, spanjournal.dispatch_span(bad):
+        ran.append(2)
+    assert expected in str(context_manager.value)
+    assert ran == [] and c.journal.lines == [] and c2.journal.lines == []
