@@ -20,8 +20,12 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The demo's run directory is kept (try the commands it prints there); the next
+# `make demo` replaces it, `make clean` removes it.
+DEMO_DIR ?= demo-run
+
 demo: $(STAMP)
-	$(PY) examples/demo.py
+	$(PY) examples/demo.py --dir $(DEMO_DIR) --replace
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
@@ -39,4 +43,4 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/spanjournal/*.so src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/spanjournal/*.so src/*.egg-info demo-run

@@ -33,6 +33,7 @@ import inspect
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from contextvars import ContextVar, Token
@@ -398,13 +399,20 @@ def _warn_not_configured() -> None:
 # -- argument checks -----------------------------------------------------------------
 
 
+#: C0 controls, DEL and C1 controls: a chunk id holding one prints as something else (two ids, a
+#: cleared line) wherever ids are listed one per line, e.g. ``pending | xargs``.
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _check_chunk_id(value: object) -> str:
     if type(value) is str and value:
+        if _CONTROL_CHARACTER.search(value) is not None:
+            raise ValueError(f"chunk_id {value!r} contains a control character (newline, tab, NUL, ...)")
         return value
     if isinstance(value, bool) or value is None or value == "":
         raise ValueError(f"chunk_id must be a non-empty string, not {value!r}")
     if isinstance(value, (str, int)):
-        return str(value)
+        return _check_chunk_id(str(value))
     raise TypeError(f"chunk_id must be a string, not {type(value).__name__}")
 
 
@@ -563,9 +571,7 @@ class _Spec:
         runtime = _active or _runtime()
         chunk_id = self.chunk_id
         if type(chunk_id) is not str:
-            chunk_id = cast(_Resolver, chunk_id)(args, kwargs)
-            if type(chunk_id) is not str or not chunk_id:
-                chunk_id = _check_chunk_id(chunk_id)
+            chunk_id = _check_chunk_id(cast(_Resolver, chunk_id)(args, kwargs))
         attributes = self.attributes.copy()
         if self.dynamic:
             for key, resolve, check in self.dynamic:
