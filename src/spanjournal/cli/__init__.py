@@ -35,6 +35,8 @@ SUBCOMMANDS: dict[str, str] = {
     "reconcile": "spanjournal.cli.reconcile",
     "stats": "spanjournal.cli.stats",
     "export": "spanjournal.cli.export",
+    "claude-hook": "spanjournal.cli.claude_hook",
+    "claude-install": "spanjournal.cli.claude_install",
 }
 
 DESCRIPTION = """\
