@@ -19,6 +19,7 @@ not import the OpenTelemetry SDK unless it sends a span.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import threading
@@ -264,6 +265,9 @@ def send_span(call: SubagentCall, completion: Completed, journal: Path, timeout:
     can send it later).
     """
     outcome: dict[str, Any] = {}
+    exporter_log = _LastMessage()
+    logging.getLogger("opentelemetry").addHandler(exporter_log)
+    logging.getLogger("opentelemetry").propagate = False  # one line on stderr, not the exporter's own
 
     def export() -> None:
         try:
@@ -280,7 +284,23 @@ def send_span(call: SubagentCall, completion: Completed, journal: Path, timeout:
         sys.stderr.flush()
         os._exit(HOOK_OK)  # the exporter's threads must not hold the hook (or Claude Code) any longer
     if "error" in outcome or not outcome.get("sent", False):
-        _say(f"spanjournal: the span of {call.chunk_id} was not sent ({outcome.get('error', 'refused')})")
+        reason = outcome.get("error") or exporter_log.message or "the collector did not accept it"
+        _say(f"spanjournal: the span of {call.chunk_id} was not sent ({reason})")
+
+
+class _LastMessage(logging.Handler):
+    """Keeps the exporter's last warning, to say in one line why a span was not sent."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.message: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:
+            text = str(record.msg)
+        self.message = text[:300]
 
 
 def _export_span(call: SubagentCall, completion: Completed, journal: Path, timeout: float) -> bool:
