@@ -52,10 +52,8 @@ import contextlib
 import hashlib
 import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -129,8 +127,7 @@ class HookPayloadError(ValueError):
     """A hook event that is not what Claude Code's hook protocol sends."""
 
 
-@dataclass(frozen=True)
-class SubagentCall:
+class SubagentCall(msgspec.Struct, frozen=True, kw_only=True):
     """One hook event about a sub-agent call, with everything the journal needs."""
 
     event: str
@@ -320,6 +317,8 @@ def usage_limit_notice(answer: str | None) -> str | None:
 
 def keep_answer(path: Path, text: str) -> None:
     """Write an answer file whole (temporary file, fsync, rename), mode 0600."""
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -45,7 +45,6 @@ from spanjournal.claude import (
     output_path,
     parse_hook_input,
 )
-from spanjournal.cli._command import add_command
 from spanjournal.journal import Journal, JournalWriteError
 
 if TYPE_CHECKING:
@@ -97,7 +96,9 @@ examples:
 
 
 def register(subparsers: Subparsers) -> None:
-    """Add ``spanjournal claude-hook``."""
+    """Add ``spanjournal claude-hook`` (for ``spanjournal --help``; runs go through :func:`hook_main`)."""
+    from spanjournal.cli._command import add_command
+
     parser = add_command(
         subparsers,
         "claude-hook",
@@ -106,6 +107,22 @@ def register(subparsers: Subparsers) -> None:
         epilog=EPILOG,
         handler=run,
     )
+    add_arguments(parser)
+
+
+def hook_main(argv: list[str]) -> int:
+    """``spanjournal claude-hook ARGS``, without the start-up cost of the other commands."""
+    parser = argparse.ArgumentParser(
+        prog="spanjournal claude-hook",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--journal", metavar="PATH", help="the journal file (default: see above)")
     parser.add_argument(
         "--no-skip-done",
