@@ -27,7 +27,7 @@ import spanjournal.config
 from claude_sdk_cli import HookCall, denied, run_session
 from claude_session import failure, post, pre
 from spanjournal import ChunkState, read_ledger
-from spanjournal.claude import chunk_id_for, output_path, trace_id_for
+from spanjournal.claude import chunk_id_for, output_path, session_span_id_for, trace_id_for
 
 pytestmark = pytest.mark.integration
 
@@ -75,6 +75,7 @@ def test_sub_agents_are_journaled_and_traced_through_the_sdk(configured: tuple[P
         assert d["task_description"] == f"Summarise module {n:02d}"
         assert d["agent"] == "general-purpose"
         assert d["trace_id"] == trace_id_for("s1")  # the Claude session's trace
+        assert d["parent_span_id"] == session_span_id_for("s1")
         assert d["attrs"]["claude.tool_use_id"] == f"toolu_s1_{n:02d}"
     ledger = read_ledger(journal)
     assert ledger.state(chunk(1)) is ChunkState.DONE

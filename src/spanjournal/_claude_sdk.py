@@ -33,7 +33,6 @@ from spanjournal.claude import (
     ATTR_TOOL_USE_ID,
     HookPayloadError,
     SubagentCall,
-    _hex_id,
     answer_text,
     completed_event,
     deny_output,
@@ -44,17 +43,13 @@ from spanjournal.claude import (
     now_ts,
     output_path,
     parse_hook_input,
+    session_span_id_for,
     trace_id_for,
 )
 from spanjournal.instrument import DispatchHandle, DispatchSpan, dispatch_span
 from spanjournal.journal import JournalWriteError
 
 logger = logging.getLogger("spanjournal")
-
-
-def session_span_id_for(session_id: str) -> str:
-    """The span id of a Claude session's (unrecorded) root: the parent of its sub-agents' spans."""
-    return _hex_id("spanjournal.claude.session", session_id, digits=16)
 
 
 def configured_for(journal: str | os.PathLike[str] | None) -> config.Spanjournal:

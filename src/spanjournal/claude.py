@@ -86,6 +86,7 @@ __all__ = [
     "normalise_prompt",
     "output_path",
     "parse_hook_input",
+    "session_span_id_for",
     "span_id_for",
     "trace_id_for",
 ]
@@ -260,6 +261,11 @@ def trace_id_for(session_id: str) -> str:
 def span_id_for(session_id: str, tool_use_id: str) -> str:
     """The span id (16 hex digits) of one sub-agent call."""
     return _hex_id("spanjournal.claude.span", session_id, tool_use_id, digits=16)
+
+
+def session_span_id_for(session_id: str) -> str:
+    """The span id of a Claude session's root, which no process records: the parent of its in-process spans."""
+    return _hex_id("spanjournal.claude.session", session_id, digits=16)
 
 
 # -- answers -------------------------------------------------------------------------
