@@ -366,3 +366,10 @@ def test_the_hook_imports_no_opentelemetry_sdk_without_an_otlp_endpoint(hook_env
         assert code == 0
         assert modules == []
     assert msgspec.json.decode(hook_env.read_bytes().splitlines()[-1])["event"] == "subagent_completed"
+
+
+def test_a_mistyped_option_in_the_settings_never_blocks(hook_env: Path) -> None:
+    r = hook(pre("s1", 1), "--jurnal", "x.jsonl")
+    assert r.returncode == 1
+    assert r.stderr.startswith("spanjournal claude-hook: error: unrecognized arguments: --jurnal")
+    assert len(r.stderr.splitlines()) == 1

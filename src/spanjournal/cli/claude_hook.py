@@ -24,7 +24,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
@@ -112,7 +112,7 @@ def register(subparsers: Subparsers) -> None:
 
 def hook_main(argv: list[str]) -> int:
     """``spanjournal claude-hook ARGS``, without the start-up cost of the other commands."""
-    parser = argparse.ArgumentParser(
+    parser = _HookArgumentParser(
         prog="spanjournal claude-hook",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -120,6 +120,14 @@ def hook_main(argv: list[str]) -> int:
     )
     add_arguments(parser)
     return run(parser.parse_args(argv))
+
+
+class _HookArgumentParser(argparse.ArgumentParser):
+    """A bad option (a mistyped settings file) is a non-blocking error: it must not block every sub-agent."""
+
+    def error(self, message: str) -> NoReturn:
+        _say(f"{self.prog}: error: {message}")
+        raise SystemExit(HOOK_NON_BLOCKING)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
