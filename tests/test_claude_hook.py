@@ -373,3 +373,25 @@ def test_a_mistyped_option_in_the_settings_never_blocks(hook_env: Path) -> None:
     assert r.returncode == 1
     assert r.stderr.startswith("spanjournal claude-hook: error: unrecognized arguments: --jurnal")
     assert len(r.stderr.splitlines()) == 1
+
+
+def test_stats_reconcile_and_export_read_a_claude_journal(killed_session: tuple[Path, Session]) -> None:
+    journal, session = killed_session
+    session.kill()
+    spanjournal = str(Path(sys.executable).parent / "spanjournal")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([spanjournal, *args], capture_output=True, text=True, timeout=60, check=False)
+
+    stats = run("stats", str(journal))
+    assert stats.returncode == 0
+    rows = dict(line.rsplit(None, 1) for line in stats.stdout.splitlines()[1:9] if line.strip())
+    assert (rows["chunks"], rows["done"], rows["unfinished"]) == ("10", "6", "4")
+    reconcile = run("reconcile", str(journal))
+    assert reconcile.returncode == 0  # the four wrote no answer: nothing to record
+    assert pending(journal).stdout.count("\n") == 4
+    export = run("export", str(journal), "--dry-run")
+    assert export.returncode == 0
+    spans = export.stdout.splitlines()
+    assert sorted(line.split()[0] for line in spans) == ["done"] * 6 + ["unfinished"] * 4
+    assert all("service=claude-code" in line and f"trace={trace_id_for('s1')}" in line for line in spans)

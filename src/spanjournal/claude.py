@@ -401,6 +401,7 @@ def dispatched_event(
     proc_start: int | None,
     output_file: str | None,
     cwd: str | None,
+    service_name: str | None = None,
 ) -> Dispatched:
     """The ``subagent_dispatched`` line of a ``PreToolUse`` event."""
     return Dispatched(
@@ -417,6 +418,7 @@ def dispatched_event(
         output_file=output_file,
         cwd=cwd,
         agent=call.subagent_type,
+        service_name=service_name,
         attrs={ATTR_SESSION_ID: call.session_id, ATTR_TOOL_USE_ID: call.tool_use_id},
     )
 

@@ -64,7 +64,7 @@ ENV_EXPORT_TIMEOUT = "SPANJOURNAL_CLAUDE_EXPORT_TIMEOUT"
 ENV_PROJECT_DIR = "CLAUDE_PROJECT_DIR"
 #: Seconds ``PostToolUse`` gives the collector before it lets the span go.
 DEFAULT_EXPORT_TIMEOUT = 2.0
-#: ``service.name`` of the spans sent, unless ``OTEL_SERVICE_NAME`` names another.
+#: ``service.name`` of the sub-agents' spans (journaled on each dispatch), unless ``OTEL_SERVICE_NAME`` names another.
 SERVICE_NAME = "claude-code"
 _SHELLS = frozenset({b"sh", b"bash", b"dash", b"zsh", b"ksh", b"fish", b"busybox"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -161,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
     if call.event == "PreToolUse":
         skip_done = args.skip_done if args.skip_done is not None else _flag(env.get(ENV_SKIP_DONE), True)
         strict = args.strict if args.strict is not None else _flag(env.get(ENV_STRICT), True)
-        return pre_tool_use(call, journal, skip_done=skip_done, strict=strict)
+        service = env.get("OTEL_SERVICE_NAME", "").strip() or SERVICE_NAME
+        return pre_tool_use(call, journal, skip_done=skip_done, strict=strict, service_name=service)
     return post_tool_use(call, journal, env)
 
 
@@ -174,7 +175,9 @@ def resolve_journal(option: str | None, call: SubagentCall, env: os._Environ[str
     return Path(project) / DEFAULT_JOURNAL
 
 
-def pre_tool_use(call: SubagentCall, journal: Path, *, skip_done: bool, strict: bool) -> int:
+def pre_tool_use(
+    call: SubagentCall, journal: Path, *, skip_done: bool, strict: bool, service_name: str = "claude-code"
+) -> int:
     """Deny a finished sub-agent; else make its dispatch durable before it runs."""
     try:
         if skip_done:
@@ -191,6 +194,7 @@ def pre_tool_use(call: SubagentCall, journal: Path, *, skip_done: bool, strict: 
             proc_start=started,
             output_file=str(output_path(journal, call.chunk_id)),
             cwd=call.cwd,
+            service_name=service_name,
         )
         with Journal(journal) as j:
             j.append(event)
@@ -350,7 +354,7 @@ def _export_span(call: SubagentCall, completion: Completed, journal: Path, timeo
         parent_span_id=None,
         start_ns=min(iso_to_ns(dispatch.ts), end_ns),
         end_ns=end_ns,
-        service_name=os.environ.get("OTEL_SERVICE_NAME", "").strip() or SERVICE_NAME,
+        service_name=dispatch.service_name or SERVICE_NAME,
     )
     exporter, _, _ = make_exporter(timeout=timeout)
     try:
