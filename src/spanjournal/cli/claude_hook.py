@@ -119,7 +119,12 @@ def hook_main(argv: list[str]) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except Exception as exc:  # whatever it is, it must not block the tool or show a traceback
+        _say(f"spanjournal claude-hook: {type(exc).__name__}: {exc}")
+        return HOOK_NON_BLOCKING
 
 
 class _HookArgumentParser(argparse.ArgumentParser):
