@@ -395,3 +395,14 @@ def test_stats_reconcile_and_export_read_a_claude_journal(killed_session: tuple[
     spans = export.stdout.splitlines()
     assert sorted(line.split()[0] for line in spans) == ["done"] * 6 + ["unfinished"] * 4
     assert all("service=claude-code" in line and f"trace={trace_id_for('s1')}" in line for line in spans)
+
+
+def test_started_through_a_shell_the_dispatch_names_claude_codes_process(hook_env: Path) -> None:
+    # Claude Code runs a command hook through a shell; "; true" keeps the shell from exec'ing the hook,
+    # so the hook's parent is the shell and the process running the sub-agent is this one.
+    command = " ".join(HOOK) + " ; true"
+    proc = subprocess.run(["sh", "-c", command], input=json.dumps(pre("s1", 1)).encode(), check=False, timeout=60)
+    assert proc.returncode == 0
+    (dispatched,) = events(hook_env)
+    assert dispatched["pid"] == os.getpid()
+    assert read_ledger(hook_env).state(dispatched["chunk_id"]) is ChunkState.RUNNING
