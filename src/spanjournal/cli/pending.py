@@ -38,6 +38,7 @@ examples:
   pending runs/bench.jsonl
   pending runs/bench.jsonl | xargs -n1 python run_case.py
   pending runs/ --state failed --json
+  pending .claude/spanjournal/subagents.jsonl --describe
   pending runs/host-*.jsonl --expect cases.txt --exit-code || echo "work left"
 """
 
@@ -96,6 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="print a JSON array of objects: chunk_id, state, attempts, last_error, error_type, "
         "output_file, last_ts, trace_id, agent",
     )
+    parser.add_argument(
+        "--describe", action="store_true", help="print each chunk id, a tab, and its task description"
+    )
     parser.add_argument("--exit-code", action="store_true", help="exit 1 when anything is pending")
 
 
@@ -105,13 +109,15 @@ def run(args: argparse.Namespace) -> int:
         args.journals,
         expect=args.expect,
         session=args.session,
-        detail=bool(args.json),
+        detail=bool(args.json or args.describe),
         keep_attempts=False,
     )
     ledger = read.ledger
     ids, counts = select(ledger, wanted)
     if args.json:
         write_json(ledger, ids, sys.stdout)
+    elif args.describe and ids:
+        sys.stdout.write("".join(f"{c}\t{_one_line(ledger[c].task_description)}\n" for c in ids))
     elif ids:
         sys.stdout.write("\n".join(ids) + "\n")
     sys.stderr.write(summary(ids, counts, wanted, read.ledger) + "\n")
@@ -142,6 +148,10 @@ def summary(ids: list[str], counts: dict[ChunkState, int], wanted: Iterable[Chun
         notes.append(f"{counts[ChunkState.RUNNING]} still running")
     notes.extend(read_summary(ledger.stats))
     return f"{head} ({', '.join(notes)})"
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join(text.split()) if text else ""
 
 
 def _state_words(state: ChunkState) -> str:
