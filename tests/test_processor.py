@@ -154,37 +154,6 @@ def test_other_spans_pass_through_untouched(setup: Setup) -> None:
     assert [s.name for s in setup.exporter.get_finished_spans()] == ["db query", "llm call"]
 
 
-def test_third_party_agent_spans_are_journaled_only_when_asked() -> None:
-    agent_attrs: dict[str, AttributeValue] = {
-        semconv.GEN_AI_OPERATION_NAME: semconv.INVOKE_AGENT,
-        "gen_ai.agent.id": "agent-7",
-    }
-    off = Setup(MemoryJournal())
-    with off.tracer.start_as_current_span("invoke_agent other", attributes=agent_attrs):
-        pass
-    assert off.journal.lines == []
-
-    on = Setup(MemoryJournal(), journal_agent_spans=True)
-    with on.tracer.start_as_current_span("invoke_agent other", attributes=agent_attrs) as span:
-        pass
-    by_id = Setup(MemoryJournal(), journal_agent_spans=True, agent_chunk_id_attribute="gen_ai.agent.id")
-    with by_id.tracer.start_as_current_span("invoke_agent other", attributes=agent_attrs):
-        pass
-    span_hex = f"{span.get_span_context().span_id:016x}"
-    assert [(e["event"], e["chunk_id"]) for e in on.lines()] == [
-        ("subagent_dispatched", span_hex),
-        ("subagent_completed", span_hex),
-    ]
-    assert on.lines()[0]["attrs"] == {"gen_ai.agent.id": "agent-7"}
-    assert [e["chunk_id"] for e in by_id.lines()] == ["agent-7", "agent-7"]
-
-    # An invoke_agent attribute set only after start is not seen at start: no orphan completion.
-    late = Setup(MemoryJournal(), journal_agent_spans=True)
-    with late.tracer.start_as_current_span("x") as span:
-        span.set_attribute(semconv.GEN_AI_OPERATION_NAME, semconv.INVOKE_AGENT)
-    assert late.journal.lines == []
-
-
 def test_extra_start_attributes_are_kept_under_attrs(setup: Setup) -> None:
     extra: dict[str, AttributeValue] = {"app.model": "gpt-x", "app.retries": 2, "app.tags": ("a", "b")}
     attrs = {**START_ATTRIBUTES, **extra}

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from spanjournal._schema import SCHEMA_VERSION, Completed, Dispatched, RunPlanned
+    from spanjournal.agent_spans import AgentSpans
     from spanjournal.config import Spanjournal, configure
     from spanjournal.instrument import DispatchHandle, current_dispatch, dispatch, dispatch_span
     from spanjournal.journal import Journal, JournalWriteError
     from spanjournal.ledger import Attempt, Chunk, ChunkState, Ledger, read_ledger
     from spanjournal.processor import JournalSpanProcessor
     from spanjournal.reader import JournalReadError, ReadIssue
+    from spanjournal.sampling import JournalSampler
 
 __version__ = "0.1.0"
 
@@ -48,10 +50,13 @@ _LAZY = {
     "current_dispatch": "spanjournal.instrument",
     "DispatchHandle": "spanjournal.instrument",
     "JournalSpanProcessor": "spanjournal.processor",
+    "AgentSpans": "spanjournal.agent_spans",
+    "JournalSampler": "spanjournal.sampling",
 }
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AgentSpans",
     "Attempt",
     "Chunk",
     "ChunkState",
@@ -60,6 +65,7 @@ __all__ = [
     "Dispatched",
     "Journal",
     "JournalReadError",
+    "JournalSampler",
     "JournalSpanProcessor",
     "JournalWriteError",
     "Ledger",
