@@ -146,10 +146,11 @@ def normalised_input(value: object) -> str:
     True
     """
     if isinstance(value, str):
+        text = value
         try:
-            value = json.loads(value)
+            value = json.loads(text)
         except ValueError:
-            return " ".join(value.split())
+            return " ".join(text.split())
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return "\n".join(" ".join(str(v).split()) for v in value)
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
