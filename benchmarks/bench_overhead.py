@@ -17,7 +17,10 @@ SDK span with a ``BatchSpanProcessor`` whose exporter drops everything:
   and ``datetime.isoformat`` per event;
 - ``@dispatch, durability=...``: the decorator with the journal processor
   (and the same dropping batch processor), for each durability mode; the
-  body records token usage like a real agent.
+  body records token usage like a real agent;
+- ``@dispatch, none, public span API``: the same with the processor reading
+  spans through the SDK's public API only (what it does when the check of
+  the private fields fails).
 
 The target (issue 3) is ``@dispatch, durability=none`` at most 1.5x ``plain
 span + attrs``. ``fsync`` is dominated by the disk's sync latency; it is
@@ -48,6 +51,7 @@ from opentelemetry.util.types import AttributeValue
 
 import spanjournal
 from spanjournal import Completed, Dispatched, Journal, config
+from spanjournal import processor as processor_module
 from spanjournal._process import self_identity
 
 SESSION = "5f0c6f0e-7d6b-4c1e-9b1a-3c9d2e8f1a20"
@@ -195,9 +199,17 @@ def naive_runner(journal_path: Path) -> tuple[Callable[[int], None], Journal]:
     return run_agent, journal
 
 
-def time_per_call(run: Callable[[int], None], calls: int, start: int, sj: config.Spanjournal | None) -> float:
+#: Rows that read spans through the SDK's public API instead of the checked private fields.
+PUBLIC_API_ROWS: set[str] = set()
+PRIVATE_FIELDS = processor_module._PRIVATE_FIELDS
+
+
+def time_per_call(
+    run: Callable[[int], None], calls: int, start: int, sj: config.Spanjournal | None, name: str = ""
+) -> float:
     """Seconds per call of ``run`` over ``calls`` calls (with ``sj`` the active configuration)."""
     config._activate(sj)
+    processor_module._PRIVATE_FIELDS = PRIVATE_FIELDS and name not in PUBLIC_API_ROWS
     t0 = time.perf_counter()
     for i in range(start, start + calls):
         run(i)
@@ -226,15 +238,20 @@ def main(argv: list[str] | None = None) -> int:
             run, sj = dispatch_runner(Path(tmp) / f"{mode}.jsonl", mode)
             configured.append(sj)
             runners[f"@dispatch, durability={mode}"] = (run, fsync_calls if mode == "fsync" else calls, sj)
+            if mode == "none":
+                run, sj = dispatch_runner(Path(tmp) / "public.jsonl", mode)
+                configured.append(sj)
+                runners["@dispatch, none, public span API"] = (run, calls, sj)
+                PUBLIC_API_ROWS.add("@dispatch, none, public span API")
 
         samples: dict[str, list[float]] = {name: [] for name in runners}
         counter = 0
-        for run, n, active in runners.values():  # warm up
-            time_per_call(run, n * 5, counter, active)
+        for name, (run, n, active) in runners.items():  # warm up
+            time_per_call(run, n * 5, counter, active, name)
             counter += 1_000_000
         for _ in range(rounds):
             for name, (run, n, active) in runners.items():
-                samples[name].append(time_per_call(run, n, counter, active))
+                samples[name].append(time_per_call(run, n, counter, active, name))
                 counter += 1_000_000
         config._activate(None)
         for configured_sj in configured:

@@ -82,11 +82,13 @@ class Run:
     def orchestrate(self, workers: int = 3) -> None:
         """A run: its root span, an orchestrator, and sub-agents called as tools."""
         root = {semconv.GEN_AI_OPERATION_NAME: "invoke_agent", "gen_ai.provider.name": "openai"}
-        with self.tracer.start_as_current_span("Agent workflow", kind=SpanKind.SERVER, attributes=root):
-            with self.agent("orchestrator"):
-                for _ in range(workers):
-                    with self.tracer.start_as_current_span("execute_tool research"), self.agent("researcher"):
-                        pass
+        with (
+            self.tracer.start_as_current_span("Agent workflow", kind=SpanKind.SERVER, attributes=root),
+            self.agent("orchestrator"),
+        ):
+            for _ in range(workers):
+                with self.tracer.start_as_current_span("execute_tool research"), self.agent("researcher"):
+                    pass
 
 
 def test_units_by_span_name_with_the_real_agent_name_and_no_chunk_for_the_runs_root() -> None:
@@ -318,9 +320,11 @@ def test_a_failing_journal_names_the_agent_units_chunk(caplog: pytest.LogCapture
     processor = JournalSpanProcessor(ExplodingJournal(), agent_spans=AgentSpans())
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("t")
-    with caplog.at_level(logging.ERROR, logger="spanjournal"):
-        with tracer.start_as_current_span("invoke_agent researcher", attributes=PLACEHOLDER):
-            pass
+    with (
+        caplog.at_level(logging.ERROR, logger="spanjournal"),
+        tracer.start_as_current_span("invoke_agent researcher", attributes=PLACEHOLDER),
+    ):
+        pass
     (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "chunk 'researcher#1'" in record.getMessage() and "None" not in record.getMessage()
     assert processor.errors == 2  # dispatched and completed: counted, the agent was not stopped

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -96,7 +95,7 @@ def test_openai_agents_instrumentation_killed_mid_fanout_then_run_again(tmp_path
     journal = tmp_path / "run.jsonl"
     run_until("openai_agents_fanout.py", journal, "slow", kill_when=3)
     # Topics 1, 3 and 5 are slow: their researchers are the 2nd, 4th and 6th the orchestrator started.
-    left = ["orchestrator#1", "orchestrator#1/researcher#2", "orchestrator#1/researcher#4", "orchestrator#1/researcher#6"]
+    left = ["orchestrator#1", *(f"orchestrator#1/researcher#{n}" for n in (2, 4, 6))]
     assert sorted(pending(journal)) == left
     dispatched = {e["chunk_id"]: e for e in events(journal) if e["event"] == "subagent_dispatched"}
     assert {d["agent"] for d in dispatched.values()} == {"orchestrator", "researcher"}, "real names, no placeholder"

@@ -13,7 +13,9 @@ agent spans of other instrumentations are journaled as units too (see
 Lines are built as the schema's structs (:class:`~spanjournal.Dispatched`,
 :class:`~spanjournal.Completed`) and encoded by the schema's ``encode``: the
 schema is written in one place. Spans are read through the SDK's public
-``ReadableSpan`` API only.
+``ReadableSpan`` API, or through its private fields where a check at import
+(:func:`private_fields_match_public_api`) showed they hold the same values;
+``SPANJOURNAL_SPAN_API=public`` forces the public API.
 
 The processor never raises into the code that starts or ends a span: a
 failed write is logged (the first one loudly), counted in
@@ -45,10 +47,12 @@ from datetime import datetime, timezone, tzinfo
 from typing import Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import StatusCode
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
 from spanjournal import semconv
 from spanjournal._process import self_identity
@@ -330,13 +334,23 @@ class JournalSpanProcessor(SpanProcessor):
         span_id = 0
         dispatch = False
         try:
-            attrs = _attributes(span)
-            context = span.context
+            if _PRIVATE_FIELDS:
+                attrs = span._attributes
+                attrs = attrs._dict if type(attrs) is BoundedAttributes else _attributes(span)
+                context = span._context
+                parent = span._parent
+                start_ns = span._start_time
+                resource = span._resource
+            else:
+                attrs = _attributes(span)
+                context = span.context
+                parent = span.parent
+                start_ns = span.start_time
+                resource = span.resource
             if context is None:
                 return
             span_id = context.span_id
             chunk_id = attrs.get(_CHUNK_ID)
-            parent = span.parent
             parent_span_id = parent.span_id if parent is not None else None
             agent = None
             units = self._units
@@ -353,11 +367,10 @@ class JournalSpanProcessor(SpanProcessor):
                 if unit is None:
                     return
                 chunk_id, agent, parent_span_id = unit.chunk_id, unit.agent, unit.parent_span_id
-            resource = span.resource
             self._append(
                 self._dispatch_line(
                     chunk_id,
-                    span.start_time or 0,
+                    start_ns or 0,
                     context.trace_id,
                     span_id,
                     parent_span_id,
@@ -378,10 +391,17 @@ class JournalSpanProcessor(SpanProcessor):
             return
         chunk_id: object = None
         try:
-            context = span.context
+            if _PRIVATE_FIELDS:
+                attrs = span._attributes
+                attrs = attrs._dict if type(attrs) is BoundedAttributes else _attributes(span)
+                context = span._context
+                start_ns, end_ns, status = span._start_time, span._end_time, span._status
+            else:
+                attrs = _attributes(span)
+                context = span.context
+                start_ns, end_ns, status = span.start_time, span.end_time, span.status
             if context is None:
                 return
-            attrs = _attributes(span)
             chunk_id = attrs.get(_CHUNK_ID)
             units = self._units
             if chunk_id is not None:
@@ -396,13 +416,12 @@ class JournalSpanProcessor(SpanProcessor):
                 if unit is None:
                     return
                 chunk_id = unit.chunk_id
-            status = span.status
             failed = status.status_code is _ERROR
             self._append(
                 self._completion_line(
                     chunk_id,
-                    span.start_time or 0,
-                    span.end_time or 0,
+                    start_ns or 0,
+                    end_ns or 0,
                     context.trace_id,
                     context.span_id,
                     attrs,
@@ -487,17 +506,31 @@ class JournalSpanProcessor(SpanProcessor):
     ) -> bytes:
         get = attributes.get
         session = get(_SESSION_ID)
+        task = get(_TASK_DESCRIPTION)
         items = get(_ITEMS_ASSIGNED)
-        host, pid, proc_start = self_identity()
+        output_file = get(_OUTPUT_FILE)
+        batch = get(_BATCH)
+        agent_attr = get(_AGENT)
         extra = None
-        if len(attributes) > sum(1 for key in _KNOWN_START_KEYS if key in attributes):
+        known = (
+            (session is not None)
+            + (task is not None)
+            + (items is not None)
+            + (output_file is not None)
+            + (batch is not None)
+            + (agent_attr is not None)
+            + (_CHUNK_ID in attributes)
+            + (_OPERATION in attributes)
+        )
+        if len(attributes) > known:
             extra = {k: v for k, v in attributes.items() if k not in _KNOWN_START_KEYS} or None
+        host, pid, proc_start = self_identity()
         return encode(
             Dispatched(
                 ts=self.format_ts(start_ns),
-                session_id=_str_or_none(session) or self.session_id,
+                session_id=(session if type(session) is str else _str_or_none(session)) or self.session_id,
                 chunk_id=chunk_id,
-                task_description=_str_or_none(get(_TASK_DESCRIPTION)),
+                task_description=task if type(task) is str else _str_or_none(task),
                 items_assigned=items if type(items) is int else None,
                 trace_id=f"{trace_id:032x}",
                 span_id=f"{span_id:016x}",
@@ -505,10 +538,10 @@ class JournalSpanProcessor(SpanProcessor):
                 host=host,
                 pid=pid,
                 proc_start=proc_start,
-                output_file=_str_or_none(get(_OUTPUT_FILE)),
+                output_file=output_file if type(output_file) is str else _str_or_none(output_file),
                 cwd=_getcwd(),
-                batch=_str_or_none(get(_BATCH)),
-                agent=agent if agent is not None else _str_or_none(get(_AGENT)),
+                batch=batch if type(batch) is str else _str_or_none(batch),
+                agent=agent if agent is not None else _str_or_none(agent_attr),
                 service_name=service_name,
                 attrs=extra,
             )
@@ -617,6 +650,47 @@ def _attributes(span: ReadableSpan) -> Mapping[str, Any]:
     return attributes if attributes is not None else _EMPTY
 
 
+def private_fields_match_public_api() -> bool:
+    """Whether the SDK's private span fields the processor reads hold what its public API returns.
+
+    The fast path reads ``_attributes`` (a ``BoundedAttributes``, through
+    its ``_dict``), ``_context``, ``_parent``, ``_start_time``,
+    ``_end_time``, ``_status`` and ``_resource``: the public properties copy
+    or wrap them on every access. Checked once, at import, on a real span of
+    the installed SDK; any difference, missing field or error means the
+    public API is used. Never raises.
+    """
+    try:
+        provider = TracerProvider(sampler=ALWAYS_ON, shutdown_on_exit=False)
+        parent = provider.get_tracer("spanjournal.probe").start_span("parent")
+        span: Any = provider.get_tracer("spanjournal.probe").start_span(
+            "probe", context=set_span_in_context(parent), attributes={_CHUNK_ID: "probe", "n": 1}
+        )
+        started = (
+            type(span._attributes) is BoundedAttributes
+            and type(span._attributes._dict) is dict
+            and span._attributes._dict == dict(span.attributes or {})
+            and span._context is span.context
+            and span._parent is span.parent
+            and span._parent is not None
+            and span._start_time == span.start_time
+            and span._resource is span.resource
+        )
+        span.set_status(Status(_ERROR, "probe"))
+        span.end()
+        parent.end()
+        ended = (
+            span._end_time == span.end_time
+            and span._end_time is not None
+            and span._status is span.status
+            and span._status.status_code is _ERROR
+        )
+        provider.shutdown()
+        return bool(started and ended)
+    except Exception:
+        return False
+
+
 _SESSION_ID = semconv.SESSION_ID
 _CHUNK_ID = semconv.CHUNK_ID
 _OPERATION = semconv.GEN_AI_OPERATION_NAME
@@ -645,3 +719,7 @@ def _str_or_none(value: object) -> str | None:
     if value is None or type(value) is str:
         return value
     return str(value)
+
+
+#: Read spans through the SDK's private fields (checked against the public API once, here).
+_PRIVATE_FIELDS = private_fields_match_public_api() and os.environ.get("SPANJOURNAL_SPAN_API") != "public"
