@@ -42,14 +42,16 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def run_until(script: str, journal: Path, mode: str, kill_when: int | None, units: int = 7) -> None:
+def run_until(
+    script: str, journal: Path, mode: str, kill_when: int | None, units: int = 7, env: dict[str, str] | None = None
+) -> None:
     """Run a scripted fan-out; with ``kill_when``, SIGKILL it once that many sub-agents completed.
 
     (and ``units`` units were dispatched).
     """
     child = subprocess.Popen(
         [sys.executable, str(RUNS / script), str(journal), mode],
-        env=child_env(),
+        env={**child_env(), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -105,6 +107,21 @@ def test_openai_agents_instrumentation_killed_mid_fanout_then_run_again(tmp_path
     assert pending(journal) == []
     second = [e["chunk_id"] for e in events(journal) if e["event"] == "subagent_dispatched"][7:]
     assert sorted(second) == sorted(dispatched), "the same run again gives every unit the same id"
+
+
+@pytest.mark.integration
+def test_openai_agents_instrumentation_with_sampler_always_off_and_inside_a_dispatch(tmp_path: Path) -> None:
+    sampled_off = tmp_path / "off.jsonl"
+    run_until("openai_agents_fanout.py", sampled_off, "fast", kill_when=None, env={"OTEL_TRACES_SAMPLER": "always_off"})
+    ids = [e["chunk_id"] for e in events(sampled_off) if e["event"] == "subagent_dispatched"]
+    assert sorted(ids) == ["orchestrator#1", *(f"orchestrator#1/researcher#{n}" for n in range(1, 7))]
+    assert pending(sampled_off) == []
+
+    inside = tmp_path / "inside.jsonl"
+    run_until("openai_agents_fanout.py", inside, "dispatched", kill_when=None)
+    ids = [e["chunk_id"] for e in events(inside) if e["event"] == "subagent_dispatched"]
+    assert sorted(ids) == ["review-1", *(f"review-1/researcher#{n}" for n in range(1, 7))]
+    assert pending(inside) == []
 
 
 @pytest.mark.integration

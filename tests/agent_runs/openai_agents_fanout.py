@@ -5,7 +5,8 @@
 An orchestrator agent calls the sub-agent ``researcher`` as a tool on six
 topics in parallel. Models are scripted (no network). MODE ``slow``: the
 researchers on topics 1, 3 and 5 never answer (the test kills the process);
-``fast``: every researcher answers. The journal is written by
+``fast``: every researcher answers; ``dispatched``: as ``fast``, the run
+inside ``spanjournal.dispatch_span``. The journal is written by
 ``configure(agent_spans=AgentSpans())`` from the instrumentation's spans:
 nothing in this script calls spanjournal per agent.
 """
@@ -91,7 +92,11 @@ async def main(journal: str, mode: str) -> None:
         model_settings=ModelSettings(parallel_tool_calls=True),
         tools=[researcher.as_tool(tool_name="research", tool_description="Research one topic")],
     )
-    result = await Runner.run(orchestrator, "Research six topics")
+    if mode == "dispatched":  # the run inside a dispatch of the user's own: one unit, not two
+        with spanjournal.dispatch_span("review-1", task_description="Research six topics"):
+            result = await Runner.run(orchestrator, "Research six topics")
+    else:
+        result = await Runner.run(orchestrator, "Research six topics")
     print(result.final_output, flush=True)
     sj.shutdown()
 
