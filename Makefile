@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-sdk-oldest demo bench lint venv clean
+.PHONY: test test-sdk-oldest demo bench lint venv clean jaeger jaeger-stop
 
 $(STAMP): pyproject.toml setup.py src/spanjournal/_speedups.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,14 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+# Jaeger v2 without Docker: built from source with Go the first time (cached in
+# ~/.cache/spanjournal-jaeger), started in the background; prints the UI address.
+jaeger:
+	bash collector-config/jaeger.sh start
+
+jaeger-stop:
+	bash collector-config/jaeger.sh stop
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples

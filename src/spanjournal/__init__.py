@@ -17,7 +17,15 @@ if TYPE_CHECKING:
     from spanjournal._schema import SCHEMA_VERSION, Completed, Dispatched, RunPlanned
     from spanjournal.agent_spans import AgentSpans
     from spanjournal.config import Spanjournal, configure
-    from spanjournal.instrument import DispatchHandle, current_dispatch, dispatch, dispatch_span
+    from spanjournal.instrument import (
+        DispatchHandle,
+        StartedDispatch,
+        current_dispatch,
+        dispatch,
+        dispatch_span,
+        start_dispatch,
+    )
+    from spanjournal.integrations.openai_agents import instrument_openai_agents
     from spanjournal.journal import Journal, JournalWriteError
     from spanjournal.ledger import Attempt, Chunk, ChunkState, Ledger, read_ledger
     from spanjournal.processor import JournalSpanProcessor
@@ -52,6 +60,9 @@ _LAZY = {
     "JournalSpanProcessor": "spanjournal.processor",
     "AgentSpans": "spanjournal.agent_spans",
     "JournalSampler": "spanjournal.sampling",
+    "StartedDispatch": "spanjournal.instrument",
+    "start_dispatch": "spanjournal.instrument",
+    "instrument_openai_agents": "spanjournal.integrations.openai_agents",
 }
 
 __all__ = [
@@ -72,11 +83,14 @@ __all__ = [
     "ReadIssue",
     "RunPlanned",
     "Spanjournal",
+    "StartedDispatch",
     "configure",
     "current_dispatch",
     "dispatch",
     "dispatch_span",
+    "instrument_openai_agents",
     "read_ledger",
+    "start_dispatch",
 ]
 
 

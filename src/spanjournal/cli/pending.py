@@ -94,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--json",
         action="store_true",
         help="print a JSON array of objects: chunk_id, state, attempts, last_error, error_type, "
-        "output_file, last_ts, trace_id",
+        "output_file, last_ts, trace_id, agent",
     )
     parser.add_argument("--exit-code", action="store_true", help="exit 1 when anything is pending")
 
@@ -160,6 +160,7 @@ def pending_record(ledger: Ledger, chunk_id: str) -> dict[str, Any]:
         "output_file": chunk.output_file,
         "last_ts": chunk.last_ts,
         "trace_id": chunk.trace_id,
+        "agent": chunk.dispatch.agent if chunk.dispatch is not None else None,
     }
 
 
