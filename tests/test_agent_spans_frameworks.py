@@ -125,6 +125,16 @@ def test_openai_agents_instrumentation_with_sampler_always_off_and_inside_a_disp
 
 
 @pytest.mark.integration
+def test_openai_agents_instrumentation_a_model_error_is_a_failed_chunk_with_its_error(tmp_path: Path) -> None:
+    journal = tmp_path / "run.jsonl"
+    run_until("openai_agents_fanout.py", journal, "failing", kill_when=None)
+    failed = [e for e in events(journal) if e["event"] == "subagent_completed" and not e["success"]]
+    assert [e["chunk_id"] for e in failed] == ["orchestrator#1/researcher#3"], "topic 2: the third researcher"
+    assert "429 quota exceeded" in str(failed[0]["error"])
+    assert pending(journal) == ["orchestrator#1/researcher#3"]
+
+
+@pytest.mark.integration
 def test_openllmetry_langgraph_send_fanout_matched_by_span_name_killed_then_run_again(tmp_path: Path) -> None:
     pytest.importorskip("langgraph")
     pytest.importorskip("opentelemetry.instrumentation.langchain")

@@ -6,7 +6,8 @@ An orchestrator agent calls the sub-agent ``researcher`` as a tool on six
 topics in parallel. Models are scripted (no network). MODE ``slow``: the
 researchers on topics 1, 3 and 5 never answer (the test kills the process);
 ``fast``: every researcher answers; ``dispatched``: as ``fast``, the run
-inside ``spanjournal.dispatch_span``. The journal is written by
+inside ``spanjournal.dispatch_span``; ``failing``: as ``fast``, the model of
+the researcher on topic 2 raises. The journal is written by
 ``configure(agent_spans=AgentSpans())`` from the instrumentation's spans:
 nothing in this script calls spanjournal per agent.
 """
@@ -47,9 +48,10 @@ def text_of(items: str | list[TResponseInputItem]) -> str:
 class ScriptedModel(Model):
     """Answers from a script instead of a provider."""
 
-    def __init__(self, role: str, slow: bool) -> None:
+    def __init__(self, role: str, slow: bool, failing: bool = False) -> None:
         self.role = role
         self.slow = slow
+        self.failing = failing
 
     async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> ModelResponse:
         usage = Usage(requests=1, input_tokens=100, output_tokens=10, total_tokens=110)
@@ -69,6 +71,8 @@ class ScriptedModel(Model):
             ]
             return ModelResponse(output=list(calls), usage=usage, response_id=None)
         topic = next(t for t in TOPICS if t in text)
+        if self.failing and topic == "topic-2":
+            raise RuntimeError("429 quota exceeded")
         if self.slow and topic in SLOW:
             await asyncio.sleep(3600)  # in flight until the process is killed
         return ModelResponse(output=[message(f"notes on {topic}")], usage=usage, response_id=None)
@@ -84,7 +88,11 @@ async def main(journal: str, mode: str) -> None:
     set_trace_processors([])  # no export to the provider's tracing backend
     OpenAIAgentsInstrumentor().instrument(tracer_provider=sj.tracer_provider)
     slow = mode == "slow"
-    researcher = Agent(name="researcher", instructions="Research the topic.", model=ScriptedModel("researcher", slow))
+    researcher = Agent(
+        name="researcher",
+        instructions="Research the topic.",
+        model=ScriptedModel("researcher", slow, failing=mode == "failing"),
+    )
     orchestrator = Agent(
         name="orchestrator",
         instructions="Research every topic.",
