@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from spanjournal._schema import SCHEMA_VERSION, Completed, Dispatched, RunPlanned
+    from spanjournal.agent_spans import AgentSpans
     from spanjournal.config import Spanjournal, configure
     from spanjournal.instrument import (
         DispatchHandle,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from spanjournal.ledger import Attempt, Chunk, ChunkState, Ledger, read_ledger
     from spanjournal.processor import JournalSpanProcessor
     from spanjournal.reader import JournalReadError, ReadIssue
+    from spanjournal.sampling import JournalSampler
 
 __version__ = "0.1.0"
 
@@ -56,6 +58,8 @@ _LAZY = {
     "current_dispatch": "spanjournal.instrument",
     "DispatchHandle": "spanjournal.instrument",
     "JournalSpanProcessor": "spanjournal.processor",
+    "AgentSpans": "spanjournal.agent_spans",
+    "JournalSampler": "spanjournal.sampling",
     "StartedDispatch": "spanjournal.instrument",
     "start_dispatch": "spanjournal.instrument",
     "instrument_openai_agents": "spanjournal.integrations.openai_agents",
@@ -63,6 +67,7 @@ _LAZY = {
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AgentSpans",
     "Attempt",
     "Chunk",
     "ChunkState",
@@ -71,6 +76,7 @@ __all__ = [
     "Dispatched",
     "Journal",
     "JournalReadError",
+    "JournalSampler",
     "JournalSpanProcessor",
     "JournalWriteError",
     "Ledger",

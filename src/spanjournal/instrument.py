@@ -48,7 +48,7 @@ from opentelemetry.util.types import AttributeValue
 
 from spanjournal import semconv
 from spanjournal.journal import JournalWriteError
-from spanjournal.processor import MAX_ERROR_CHARS, JournalSpanProcessor, _thread_state, bound_error, latest_processor
+from spanjournal.processor import MAX_ERROR_CHARS, JournalSpanProcessor, bound_error, latest_processor, start_outcomes
 
 __all__ = [
     "DispatchHandle",
@@ -81,6 +81,7 @@ _time_ns = time.time_ns
 _attach = context_api.attach
 _detach = context_api.detach
 _set_span_in_context = trace.set_span_in_context
+_take_start_outcome = start_outcomes.take
 
 
 class _Runtime:
@@ -590,14 +591,14 @@ class _Spec:
         if name is None:
             name = semconv.span_name(cast("str | None", attributes.get(semconv.GEN_AI_AGENT_NAME)))
         handle = DispatchHandle(chunk_id, runtime)
-        state = _thread_state
-        state.ticket = handle
-        try:
-            span = runtime.tracer.start_span(name, kind=_CLIENT, attributes=attributes)
-        finally:
-            state.ticket = None
+        span = runtime.tracer.start_span(name, kind=_CLIENT, attributes=attributes)
         handle.span = span
-        if not handle.journaled:
+        # A journal processor on the span's provider reports its outcome by span id (it may run on
+        # another thread); none did if the span is not recorded or no journal processor is there.
+        seen, handle.journal_error = _take_start_outcome(span.get_span_context().span_id)
+        if seen and handle.journal_error is None:
+            handle.journaled = True
+        else:
             handle._not_journaled(span, attributes, self.strict)
         handle._context_token = _attach(_set_span_in_context(span))
         handle._current_token = _current.set(handle)
