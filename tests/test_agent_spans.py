@@ -181,7 +181,7 @@ def test_an_input_at_start_makes_the_id_and_repeats_get_numbered() -> None:
             pass
     base = input_chunk_id("researcher", '{"q":"gpu prices","n":3}')
     assert [d.chunk_id for d in run.dispatched()] == [base, f"{base}#2", input_chunk_id("researcher", "other question")]
-    assert base.startswith("researcher:") and len(base) == len("researcher:") + 16
+    assert base.startswith("researcher-") and len(base) == len("researcher-") + 16
 
 
 def test_a_chunk_id_policy_and_a_match_policy() -> None:

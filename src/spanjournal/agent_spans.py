@@ -25,8 +25,8 @@ makes those spans journaled units:
   one of ``id_attributes`` at start and no unit with that id is in flight in
   this process; else ``chunk_id(start)``, if given and not None; else an id
   derived from the agent name and the input, when one of
-  ``input_attributes`` is there at start: ``{agent}:{hash of the normalised
-  input}``; else from the agent name and its place among its parent unit's
+  ``input_attributes`` is there at start: ``{agent}-{hash of the normalised
+  input}`` (:mod:`spanjournal.chunk_ids`); else from the agent name and its place among its parent unit's
   sub-agents of that name: ``{parent chunk id}/{agent}#{n}`` (``{agent}#{n}``
   for an agent with no parent unit, counted per process). Never the span id.
 
@@ -51,8 +51,6 @@ True
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -60,6 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spanjournal import semconv
+from spanjournal.chunk_ids import derived_chunk_id
 
 __all__ = ["AgentSpanStart", "AgentSpans", "default_agent_of"]
 
@@ -139,27 +138,11 @@ class AgentSpans:
         return agent if isinstance(agent, str) and agent else None
 
 
-def normalised_input(value: object) -> str:
-    """An input as text that does not change with formatting: JSON canonicalised, whitespace collapsed.
-
-    >>> normalised_input('{"b": 1,  "a": "x  y"}') == normalised_input('{"a":"x  y","b":1}')
-    True
-    """
-    if isinstance(value, str):
-        text = value
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return " ".join(text.split())
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return "\n".join(" ".join(str(v).split()) for v in value)
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
 def input_chunk_id(agent: str, value: object) -> str:
-    """``{agent}:{first 16 hex digits of the SHA-256 of the normalised input}``."""
-    digest = hashlib.sha256(normalised_input(value).encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{agent}:{digest[:16]}"
+    """The chunk id derived from an agent's name and its input (:func:`spanjournal.chunk_ids.derived_chunk_id`)."""
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        value = "\n".join(value)  # a sequence attribute of message texts: one text
+    return derived_chunk_id(agent, value)
 
 
 @dataclass

@@ -14,12 +14,11 @@ The rules both follow are here, once:
 
 **Chunk ids.** A sub-agent is identified by what it was asked, so the same
 sub-agent asked again in a new session (after a crash or a usage limit) is
-the same chunk: ``claude-<type>-<hash>``, where ``<type>`` is the
-``subagent_type`` (``general-purpose`` when absent) with every character
-outside ``[A-Za-z0-9._-]`` replaced by ``-``, and ``<hash>`` the first 16 hex
-digits of the SHA-256 of ``subagent_type``, a NUL, and the normalised prompt.
-Normalising: Unicode NFC, every run of whitespace (newlines included) made
-one space, leading and trailing whitespace removed; case is kept. The
+the same chunk: ``claude-<type>-<hash>``, the rule of
+:mod:`spanjournal.chunk_ids` for the name ``claude-<type>`` (``<type>`` is the
+``subagent_type``, ``general-purpose`` when absent) and the prompt: the hash
+is of the name and the normalised prompt (Unicode NFC, every run of
+whitespace, newlines included, made one space, trimmed; case is kept). The
 description is not part of the id (it is shown by ``pending``). A line
 ``spanjournal-chunk: ID`` in the prompt (or the description) overrides the
 rule: ``ID`` is 1 to 128 characters of ``[A-Za-z0-9._:/@+-]``.
@@ -41,7 +40,7 @@ This module imports neither the OpenTelemetry SDK nor the Claude Agent SDK at
 import time: the command hook runs on every sub-agent call.
 
 >>> chunk_id_for("code-reviewer", "Review  src/auth.py\\n for bugs")
-'claude-code-reviewer-90acf199af63ff3c'
+'claude-code-reviewer-1638ea1cd90ffe4e'
 >>> chunk_id_for("code-reviewer", "spanjournal-chunk: auth-review\\nReview src/auth.py")
 'auth-review'
 """
@@ -52,7 +51,6 @@ import contextlib
 import hashlib
 import os
 import re
-import unicodedata
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +59,7 @@ from typing import TYPE_CHECKING, Any, cast
 import msgspec
 
 from spanjournal._schema import Completed, Dispatched
+from spanjournal.chunk_ids import derived_chunk_id
 
 if TYPE_CHECKING:
     from claude_agent_sdk.types import HookCallback
@@ -83,7 +82,6 @@ __all__ = [
     "done_answer",
     "hooks",
     "keep_answer",
-    "normalise_prompt",
     "output_path",
     "parse_hook_input",
     "session_span_id_for",
@@ -112,9 +110,7 @@ ATTR_TOOL_USE_ID = "claude.tool_use_id"
 USAGE_LIMIT_ERROR = "UsageLimit"
 
 _MARKER = re.compile(r"spanjournal-chunk:[ \t]*([A-Za-z0-9._:/@+-]{1,128})(?![A-Za-z0-9._:/@+-])")
-_UNSAFE_TYPE = re.compile(r"[^A-Za-z0-9._-]+")
 _UNSAFE_FILE = re.compile(r"[^A-Za-z0-9._-]")
-_SPACE = re.compile(r"\s+")
 # A short answer that is only a usage-limit notice: the sub-agent was cut off, its work is not there.
 _USAGE_LIMIT = re.compile(
     r"usage limit reached|(?:session|usage|weekly|5-hour) limit\b.*\breset|hit your (?:usage |session )?limit"
@@ -228,24 +224,13 @@ def _required_str(data: Mapping[str, Any], key: str, event: str) -> str:
 # -- ids -----------------------------------------------------------------------------
 
 
-def normalise_prompt(prompt: str) -> str:
-    """The prompt as its chunk id sees it: NFC, whitespace runs made one space, trimmed.
-
-    >>> normalise_prompt("  Review\\r\\n\\tsrc/auth.py  ")
-    'Review src/auth.py'
-    """
-    return _SPACE.sub(" ", unicodedata.normalize("NFC", prompt)).strip()
-
-
 def chunk_id_for(subagent_type: str, prompt: str, description: str | None = None) -> str:
     """The chunk id of a sub-agent asked ``prompt`` (see the module documentation)."""
     for text in (prompt, description or ""):
         marked = _MARKER.search(text)
         if marked:
             return marked.group(1)
-    digest = hashlib.sha256(f"{subagent_type}\0{normalise_prompt(prompt)}".encode()).hexdigest()[:16]
-    kind = _UNSAFE_TYPE.sub("-", subagent_type).strip("-") or DEFAULT_SUBAGENT_TYPE
-    return f"claude-{kind[:48]}-{digest}"
+    return derived_chunk_id(f"claude-{subagent_type or DEFAULT_SUBAGENT_TYPE}", prompt)
 
 
 def _hex_id(label: str, *parts: str, digits: int) -> str:

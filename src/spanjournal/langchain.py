@@ -9,8 +9,7 @@ from spanjournal.integrations.langchain import (
     DEFAULT_CHUNK_ID_KEY,
     DEFAULT_UNIT_KEY,
     JournalCallbackHandler,
-    normalised_input,
     unit_chunk_id,
 )
 
-__all__ = ["DEFAULT_CHUNK_ID_KEY", "DEFAULT_UNIT_KEY", "JournalCallbackHandler", "normalised_input", "unit_chunk_id"]
+__all__ = ["DEFAULT_CHUNK_ID_KEY", "DEFAULT_UNIT_KEY", "JournalCallbackHandler", "unit_chunk_id"]

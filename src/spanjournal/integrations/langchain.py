@@ -30,7 +30,6 @@ This module imports ``langchain_core``; ``import spanjournal`` does not import t
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import threading
@@ -43,10 +42,11 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from pydantic import BaseModel
 
+from spanjournal.chunk_ids import derived_chunk_id, normalised_input
 from spanjournal.instrument import StartedDispatch, start_dispatch
 from spanjournal.journal import JournalWriteError
 
-__all__ = ["DEFAULT_CHUNK_ID_KEY", "DEFAULT_UNIT_KEY", "JournalCallbackHandler", "normalised_input", "unit_chunk_id"]
+__all__ = ["DEFAULT_CHUNK_ID_KEY", "DEFAULT_UNIT_KEY", "JournalCallbackHandler", "unit_chunk_id"]
 
 logger = logging.getLogger("spanjournal")
 
@@ -56,7 +56,6 @@ DEFAULT_CHUNK_ID_KEY = "spanjournal.chunk_id"
 DEFAULT_UNIT_KEY = "spanjournal.unit"
 #: How much of a unit's input is written as its ``task_description``.
 TASK_DESCRIPTION_CHARS = 500
-_HASH_HEX_DIGITS = 16
 
 
 class _Run:
@@ -246,21 +245,14 @@ class JournalCallbackHandler(BaseCallbackHandler):
 def unit_chunk_id(name: str, run_input: Any) -> str:
     """The chunk id of the run ``name`` given ``run_input``: the name and a hash of the normalised input.
 
+    Messages count as their type and content (their ids are random on each
+    run); the rule is :func:`spanjournal.chunk_ids.derived_chunk_id`.
+
     >>> unit_chunk_id("research", {"topic": "pricing", "depth": 2}) == unit_chunk_id(
     ...     "research", {"depth": 2, "topic": "pricing"})
     True
     """
-    digest = hashlib.sha256(normalised_input(run_input).encode()).hexdigest()[:_HASH_HEX_DIGITS]
-    return f"{name}-{digest}"
-
-
-def normalised_input(run_input: Any) -> str:
-    """A run's input as canonical JSON: mapping keys sorted, messages as their type and content.
-
-    Message ids (random on each run) and other identities are left out, so the
-    same input gives the same text in every process.
-    """
-    return json.dumps(_plain(run_input), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return derived_chunk_id(name, _plain(run_input))
 
 
 def _plain(value: Any) -> Any:
@@ -286,7 +278,7 @@ def _describe(inputs: Any) -> str:
     """A short text of what a unit was asked: its text input, or its input as JSON."""
     if isinstance(inputs, str):
         return inputs
-    return normalised_input(inputs)
+    return normalised_input(_plain(inputs))
 
 
 def _run_name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> str:

@@ -38,8 +38,6 @@ import this module.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -58,6 +56,7 @@ from agents.tracing import (
     get_current_trace,
 )
 
+from spanjournal.chunk_ids import derived_chunk_id
 from spanjournal.instrument import StartedDispatch, start_dispatch
 from spanjournal.journal import JournalWriteError
 
@@ -69,7 +68,6 @@ logger = logging.getLogger("spanjournal")
 DEFAULT_CHUNK_ID_KEY = "spanjournal.chunk_id"
 #: How much of a unit's input is written as its ``task_description``.
 TASK_DESCRIPTION_CHARS = 500
-_HASH_HEX_DIGITS = 16
 
 
 def instrument_openai_agents(*, strict: bool = True, chunk_id_key: str = DEFAULT_CHUNK_ID_KEY) -> JournalRunHooks:
@@ -362,19 +360,16 @@ class JournalRunHooks(RunHooks[Any]):
 def unit_chunk_id(agent_name: str, agent_input: Any) -> str:
     """The chunk id of ``agent_name`` asked ``agent_input``: the name and a hash of the normalised input.
 
+    A bare string is the user message it stands for; the rule is
+    :func:`spanjournal.chunk_ids.derived_chunk_id`.
+
     >>> unit_chunk_id("researcher", "Compare  vendors") == unit_chunk_id("researcher", [
     ...     {"role": "user", "content": "Compare  vendors"}])
     True
     """
-    digest = hashlib.sha256(normalised_input(agent_input).encode()).hexdigest()[:_HASH_HEX_DIGITS]
-    return f"{agent_name}-{digest}"
-
-
-def normalised_input(agent_input: Any) -> str:
-    """An agent's input as canonical JSON: a bare string is the user message it stands for."""
     if isinstance(agent_input, str):
         agent_input = [{"role": "user", "content": agent_input}]
-    return json.dumps(agent_input, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return derived_chunk_id(agent_name, agent_input)
 
 
 def _input_text(agent_input: Any) -> str:
