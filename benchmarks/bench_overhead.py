@@ -17,7 +17,14 @@ SDK span with a ``BatchSpanProcessor`` whose exporter drops everything:
   and ``datetime.isoformat`` per event;
 - ``@dispatch, durability=...``: the decorator with the journal processor
   (and the same dropping batch processor), for each durability mode; the
-  body records token usage like a real agent.
+  body records token usage like a real agent;
+- ``@dispatch, none, hand-built lines``: the same with the lines built as
+  the processor did before they went through the schema structs (the
+  fields that repeat encoded once and cached): what a second copy of the
+  schema would save;
+- ``@dispatch, none, public span API``: the same with the processor reading
+  spans through the SDK's public API only (what it does when the check of
+  the private fields fails).
 
 The target (issue 3) is ``@dispatch, durability=none`` at most 1.5x ``plain
 span + attrs``. ``fsync`` is dominated by the disk's sync latency; it is
@@ -31,13 +38,15 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from datetime import datetime
+from typing import Any
 
+import msgspec
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -47,8 +56,11 @@ from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_tra
 from opentelemetry.util.types import AttributeValue
 
 import spanjournal
-from spanjournal import Completed, Dispatched, Journal, config
+from spanjournal import Completed, Dispatched, Journal, config, semconv
+from spanjournal import processor as processor_module
 from spanjournal._process import self_identity
+from spanjournal._schema import COMPLETED, DISPATCHED, SCHEMA_VERSION
+from spanjournal.processor import JournalSpanProcessor
 
 SESSION = "5f0c6f0e-7d6b-4c1e-9b1a-3c9d2e8f1a20"
 
@@ -108,6 +120,181 @@ def dispatch_runner(journal_path: Path, durability: str) -> tuple[Callable[[int]
         spanjournal.current_dispatch().record(input_tokens=1000, output_tokens=234)
 
     return run_agent, sj
+
+
+class HandBuiltLinesProcessor(JournalSpanProcessor):
+    """The processor as it was before lines were encoded through the schema structs, for scale.
+
+    It encoded the fields that repeat from dispatch to dispatch once per
+    distinct set and glued them to a dict encoded per event: a second copy of
+    the schema. Its row shows what that copy saved.
+    """
+
+    _tails: dict[tuple[Any, ...], bytes]
+    _completion_tail: tuple[object, bytes]
+
+    def _dispatch_line(
+        self,
+        chunk_id: str,
+        start_ns: int,
+        trace_id: int,
+        span_id: int,
+        parent_span_id: int | None,
+        attributes: Mapping[str, Any],
+        service_name: str | None,
+        agent_override: str | None = None,
+    ) -> bytes:
+        get = attributes.get
+        session = get(_SESSION_ID)
+        task = get(_TASK_DESCRIPTION)
+        batch = get(_BATCH)
+        agent = agent_override or get(_AGENT)
+        items = get(_ITEMS_ASSIGNED)
+        output_file = get(_OUTPUT_FILE)
+        # The fields that repeat from dispatch to dispatch are encoded once per distinct set.
+        key = (task, batch, agent, items, service_name, self_identity(), _getcwd())
+        try:
+            tail = self._tails[key]
+        except KeyError:
+            tail = self._dispatch_tail(key)
+        except TypeError:  # an unhashable attribute value
+            tail = self._dispatch_tail(key, keep=False)
+        event: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "event": DISPATCHED,
+            "ts": self.format_ts(start_ns),
+            "session_id": (session if type(session) is str else _str_or_none(session)) or self.session_id,
+            "chunk_id": chunk_id,
+        }
+        if output_file is not None:
+            event["output_file"] = output_file if type(output_file) is str else str(output_file)
+        event["trace_id"] = trace_id.to_bytes(16, "big").hex()
+        event["span_id"] = span_id.to_bytes(8, "big").hex()
+        if parent_span_id:
+            event["parent_span_id"] = parent_span_id.to_bytes(8, "big").hex()
+        known = (
+            (session is not None)
+            + (task is not None)
+            + (batch is not None)
+            + (agent is not None)
+            + (items is not None)
+            + (output_file is not None)
+            + (_CHUNK_ID in attributes)
+            + (_OPERATION in attributes)
+        )
+        if len(attributes) > known:
+            extra = {k: v for k, v in attributes.items() if k not in _KNOWN_START_KEYS}
+            if extra:
+                event["attrs"] = extra
+        return _encode(event)[:-1] + tail
+
+    def _dispatch_tail(self, key: tuple[Any, ...], keep: bool = True) -> bytes:
+        """``,"task_description":…,"host":…}\n``: the end of a dispatched line for these values."""
+        task, batch, agent, items, service_name, (host, pid, proc_start), cwd = key
+        fields: dict[str, Any] = {}
+        if task is not None:
+            fields["task_description"] = _str_or_none(task)
+        if batch is not None:
+            fields["batch"] = _str_or_none(batch)
+        if agent is not None:
+            fields["agent"] = _str_or_none(agent)
+        if type(items) is int:
+            fields["items_assigned"] = items
+        fields["host"] = host
+        fields["pid"] = pid
+        if proc_start is not None:
+            fields["proc_start"] = proc_start
+        if cwd is not None:
+            fields["cwd"] = cwd
+        if service_name is not None:
+            fields["service_name"] = service_name
+        tail = b"," + _encode(fields)[1:] + b"\n"
+        if keep:
+            if len(self._tails) >= _TAIL_CACHE_SIZE:
+                self._tails.clear()
+            self._tails[key] = tail
+        return tail
+
+    def _completion_line(
+        self,
+        chunk_id: str,
+        start_ns: int,
+        end_ns: int,
+        trace_id: int,
+        span_id: int,
+        attributes: Mapping[str, Any],
+        success: bool,
+        error: str | None,
+    ) -> bytes:
+        get = attributes.get
+        session = get(_SESSION_ID)
+        event: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "event": COMPLETED,
+            "ts": self.format_ts(end_ns),
+            "session_id": (session if type(session) is str else _str_or_none(session)) or self.session_id,
+            "chunk_id": chunk_id,
+            "success": success,
+        }
+        value = get(_OUTPUT_FILE)
+        if value is not None:
+            event["output_file"] = value if type(value) is str else str(value)
+        if not success:
+            if error:
+                limit = self.max_error_chars
+                event["error"] = error if len(error) <= limit else bound_error(error, limit)
+            value = get(_ERROR_TYPE)
+            if value is not None:
+                event["error_type"] = value if type(value) is str else str(value)
+        value = get(_TOKENS_USED)
+        if type(value) is int:
+            event["tokens_used"] = value
+        value = get(_INPUT_TOKENS)
+        if type(value) is int:
+            event["input_tokens"] = value
+        value = get(_OUTPUT_TOKENS)
+        if type(value) is int:
+            event["output_tokens"] = value
+        if end_ns and start_ns:
+            event["duration_ms"] = (end_ns - start_ns) / 1e6
+        event["trace_id"] = trace_id.to_bytes(16, "big").hex()
+        event["span_id"] = span_id.to_bytes(8, "big").hex()
+        identity = self_identity()
+        cached = self._completion_tail
+        if cached[0] is not identity:
+            tail = b"," + _encode({"host": identity[0], "pid": identity[1]})[1:] + b"\n"
+            cached = self._completion_tail = (identity, tail)
+        return _encode(event)[:-1] + cached[1]
+
+
+
+_KNOWN_START_KEYS = processor_module._KNOWN_START_KEYS
+_SESSION_ID = semconv.SESSION_ID
+_CHUNK_ID = semconv.CHUNK_ID
+_OPERATION = semconv.GEN_AI_OPERATION_NAME
+_OUTPUT_FILE = semconv.OUTPUT_FILE
+_ERROR_TYPE = semconv.ERROR_TYPE
+_ITEMS_ASSIGNED = semconv.ITEMS_ASSIGNED
+_TASK_DESCRIPTION = semconv.TASK_DESCRIPTION
+_BATCH = semconv.BATCH
+_AGENT = semconv.GEN_AI_AGENT_NAME
+_TOKENS_USED = semconv.TOKENS_USED
+_INPUT_TOKENS = semconv.GEN_AI_INPUT_TOKENS
+_OUTPUT_TOKENS = semconv.GEN_AI_OUTPUT_TOKENS
+_encode = msgspec.json.Encoder().encode
+_TAIL_CACHE_SIZE = 1024
+_getcwd = processor_module._getcwd
+_str_or_none = processor_module._str_or_none
+bound_error = processor_module.bound_error
+
+
+def hand_built(sj: config.Spanjournal) -> None:
+    """Make ``sj``'s processor build its lines by hand, as before."""
+    processor = sj.processor
+    processor.__class__ = HandBuiltLinesProcessor
+    assert isinstance(processor, HandBuiltLinesProcessor)
+    processor._tails = {}
+    processor._completion_tail = (None, b"")
 
 
 class NaiveJournalProcessor(SpanProcessor):
@@ -195,9 +382,17 @@ def naive_runner(journal_path: Path) -> tuple[Callable[[int], None], Journal]:
     return run_agent, journal
 
 
-def time_per_call(run: Callable[[int], None], calls: int, start: int, sj: config.Spanjournal | None) -> float:
+#: Rows that read spans through the SDK's public API instead of the checked private fields.
+PUBLIC_API_ROWS: set[str] = set()
+PRIVATE_FIELDS = processor_module._PRIVATE_FIELDS
+
+
+def time_per_call(
+    run: Callable[[int], None], calls: int, start: int, sj: config.Spanjournal | None, name: str = ""
+) -> float:
     """Seconds per call of ``run`` over ``calls`` calls (with ``sj`` the active configuration)."""
     config._activate(sj)
+    processor_module._PRIVATE_FIELDS = PRIVATE_FIELDS and name not in PUBLIC_API_ROWS
     t0 = time.perf_counter()
     for i in range(start, start + calls):
         run(i)
@@ -226,15 +421,24 @@ def main(argv: list[str] | None = None) -> int:
             run, sj = dispatch_runner(Path(tmp) / f"{mode}.jsonl", mode)
             configured.append(sj)
             runners[f"@dispatch, durability={mode}"] = (run, fsync_calls if mode == "fsync" else calls, sj)
+            if mode == "none":
+                run, sj = dispatch_runner(Path(tmp) / "public.jsonl", mode)
+                configured.append(sj)
+                runners["@dispatch, none, public span API"] = (run, calls, sj)
+                PUBLIC_API_ROWS.add("@dispatch, none, public span API")
+                run, sj = dispatch_runner(Path(tmp) / "hand-built.jsonl", mode)
+                hand_built(sj)
+                configured.append(sj)
+                runners["@dispatch, none, hand-built lines"] = (run, calls, sj)
 
         samples: dict[str, list[float]] = {name: [] for name in runners}
         counter = 0
-        for run, n, active in runners.values():  # warm up
-            time_per_call(run, n * 5, counter, active)
+        for name, (run, n, active) in runners.items():  # warm up
+            time_per_call(run, n * 5, counter, active, name)
             counter += 1_000_000
         for _ in range(rounds):
             for name, (run, n, active) in runners.items():
-                samples[name].append(time_per_call(run, n, counter, active))
+                samples[name].append(time_per_call(run, n, counter, active, name))
                 counter += 1_000_000
         config._activate(None)
         for configured_sj in configured:

@@ -1,8 +1,8 @@
 """The whole recovery story in one command: a run hits a quota cliff, and the journal says what to retry.
 
-``make demo`` runs this. In a fresh directory (a temporary one, removed at
-the end, unless ``--dir`` names one to keep) it runs, as real commands, and
-prints each with its output:
+``make demo`` runs this in ``demo-run/`` (replacing the previous demo's). In
+a fresh directory (``--dir``, else a temporary one) it runs, as real
+commands, and prints each with its output:
 
 1. ``router_benchmark.py``: 50 simulated sub-agents in 5 parallel batches;
    the quota runs out after 25 and the process dies hard with agents in
@@ -22,6 +22,10 @@ It then checks the story from the files (the journal and the benchmark's
 if something is still pending, or a chunk that was done ran again. No
 Docker, no collector; with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set the runs also
 send their traces (see ``collector-config/``).
+
+The run directory is kept, so the commands it printed can be tried there
+afterwards; the last lines say where it is and how to remove it
+(``--clean`` removes it at the end instead).
 """
 
 from __future__ import annotations
@@ -224,20 +228,33 @@ def tell_story(run_dir: Path, seed: int) -> None:
     )
 
 
+#: The file that marks a directory as a demo's own (``--replace`` removes only such a directory).
+DEMO_MARKER = ".spanjournal-demo"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="demo.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dir", type=Path, help="run in this new directory and keep it (default: a temporary one)")
+    parser.add_argument("--dir", type=Path, help="run in this new directory (default: a temporary one)")
+    parser.add_argument(
+        "--replace", action="store_true", help="with --dir: replace the directory if a previous demo made it"
+    )
+    parser.add_argument("--clean", action="store_true", help="remove the run directory at the end")
     parser.add_argument(
         "--seed", type=int, default=DEFAULT_SEED, help=f"the benchmark's seed (default: {DEFAULT_SEED})"
     )
     args = parser.parse_args(argv)
     if args.dir is not None:
         if args.dir.exists() and any(args.dir.iterdir()):
-            parser.error(f"--dir {args.dir}: not empty; the demo needs a fresh directory")
+            if not args.replace:
+                parser.error(f"--dir {args.dir}: not empty; the demo needs a fresh directory (or --replace)")
+            if not (args.dir / DEMO_MARKER).is_file():
+                parser.error(f"--dir {args.dir}: not empty and not a previous demo's (no {DEMO_MARKER}); left alone")
+            shutil.rmtree(args.dir)
         args.dir.mkdir(parents=True, exist_ok=True)
         run_dir = args.dir.resolve()
     else:
         run_dir = Path(tempfile.mkdtemp(prefix="spanjournal-demo-"))
+    (run_dir / DEMO_MARKER).write_text("made by examples/demo.py: --replace may remove this directory\n")
     started = time.monotonic()
     print(
         f"spanjournal demo: a run of sub-agents hits a quota cliff, and the journal says what to retry\n"
@@ -249,10 +266,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\ndemo FAILED: {exc} (files kept in {run_dir})", file=sys.stderr)
         return 1
     print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
-    if args.dir is None:
+    if args.clean:
         shutil.rmtree(run_dir, ignore_errors=True)
     else:
-        print(f"files kept in {run_dir}")
+        scripts = Path(sys.executable).parent
+        if shutil.which("pending") != str(scripts / "pending") and (scripts / "activate").is_file():
+            print(f"pending and spanjournal are in {scripts}: run `. {shlex.quote(str(scripts / 'activate'))}` first")
+        print(f"files kept in {run_dir}: cd there to try the commands above")
+        print(f"remove them with: rm -rf {shlex.quote(str(run_dir))}")
     return 0
 
 

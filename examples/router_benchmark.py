@@ -171,7 +171,7 @@ class Case:
 
     @property
     def output_file(self) -> str:
-        """Where the answer goes, relative to the run directory (as the journal records it)."""
+        """Where the answer goes, relative to the run directory (the journal records :meth:`Run.output_path`)."""
         return f"{RESPONSES_DIR}/{self.number:03d}.json"
 
 
@@ -224,6 +224,10 @@ class Run:
         self._hanging = 0
         self._changed = threading.Condition()
         self._calls = os.open(run_dir / CALLS_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def output_path(self, case: Case) -> str:
+        """The case's output file as the journal records it: absolute, so it means the same from any directory."""
+        return os.path.abspath(self.run_dir / case.output_file)
 
     def assign_fates(self, batch: Sequence[Case]) -> dict[str, Fate]:
         """Number this batch's agents on from the ones before, and decide what each does."""
@@ -290,7 +294,7 @@ def simulated_agent(case: Case, run: Run) -> str:
 @spanjournal.dispatch(
     chunk_id=lambda case: case.chunk_id,
     task_description="Route prompt to expected skill",
-    output_file=lambda case, run: str(run.run_dir.resolve() / case.output_file),
+    output_file=lambda case, run: run.output_path(case),
     batch=lambda case: case.batch_name,
     items_assigned=1,
     agent_name="router",
@@ -316,8 +320,7 @@ def run_agent(case: Case, run: Run) -> bool:
     if not isinstance(answer, dict) or not answer.get("ranking"):
         handle.record(success=False, error="reply has no ranking", error_type="InvalidReply")
         return False
-    output_file = str(run.run_dir.resolve() / case.output_file)
-    handle.record(output_file=output_file, input_tokens=input_tokens, output_tokens=len(reply) // 4)
+    handle.record(output_file=run.output_path(case), input_tokens=input_tokens, output_tokens=len(reply) // 4)
     return True
 
 

@@ -168,6 +168,7 @@ def test_json_objects(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
             "output_file": "out/a.json",
             "last_ts": "2026-05-27T13:01:05.000001+08:00",
             "trace_id": trace_of("a"),
+            "agent": None,
         },
         {
             "chunk_id": "b",
@@ -178,6 +179,7 @@ def test_json_objects(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
             "output_file": None,
             "last_ts": "2026-05-27T13:02:00.000001+08:00",
             "trace_id": trace_of("b"),
+            "agent": None,
         },
     ]
     assert err == "2 pending: 1 unfinished, 1 failed (3 chunks)\n"

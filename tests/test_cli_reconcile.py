@@ -23,7 +23,7 @@ from cli_journals import (
 from spanjournal._process import HOST
 from spanjournal._schema import Completed, decode_line
 from spanjournal.cli import main
-from spanjournal.cli.reconcile import confine
+from spanjournal.cli.reconcile import confine, open_beneath
 from spanjournal.ledger import ChunkState, read_ledger
 
 
@@ -86,16 +86,17 @@ def crashed_run(tmp_path: Path) -> Path:
 def test_dry_run_says_what_and_why_and_touches_nothing(crashed_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = crashed_run.read_bytes()
     code, decisions, err = reconcile(capsys, crashed_run)
+    root = crashed_run.parent
     assert code == 0
     assert crashed_run.read_bytes() == before
     assert verdicts(decisions) == {
         "valid": ("valid", "valid (json)"),
         "partial": ("invalid", "invalid (json): Input data was truncated"),
         "empty": ("invalid", "invalid (json): empty file"),
-        "missing": ("missing", f"output file missing (looked for at {crashed_run.parent / 'responses/missing.json'})"),
-        "dotdot": ("refused", "refused: '..' leads outside the root"),
-        "absolute": ("refused", "refused: absolute path outside the root"),
-        "symlink": ("refused", "refused: a symlink leads outside the root"),
+        "missing": ("missing", f"output file missing: {root / 'responses' / 'missing.json'}"),
+        "dotdot": ("refused", f"refused: '..' leads outside the root: {root.parent / 'elsewhere' / 'secret.json'}"),
+        "absolute": ("refused", f"refused: absolute path outside the root {root}"),
+        "symlink": ("refused", f"refused: a symlink on the way: {root / 'responses' / 'link.json'} (none is followed)"),
         "no-output": ("no_output", "no output file named in the journal"),
         "fifo": ("invalid", "not a regular file"),
         "retried": ("valid", "valid (json)"),
@@ -107,7 +108,7 @@ def test_dry_run_says_what_and_why_and_touches_nothing(crashed_run: Path, capsys
     assert not any(d["recorded"] for d in decisions)
     assert err.splitlines()[-1] == (
         "4 of 13 unfinished chunks with a valid output: run again with --apply to record them done"
-        " (3 refused: outside the root, 1 still running)"
+        " (3 refused: outside the root or through a symlink, 1 still running)"
     )
 
 
@@ -117,7 +118,7 @@ def test_table_without_json(crashed_run: Path, capsys: pytest.CaptureFixture[str
     assert out[0].split() == ["CHUNK", "OUTPUT", "ACTION", "WHY"]
     rows = {line.split()[0]: line for line in out[1:]}
     assert "would record done" in rows["valid"] and "valid (json)" in rows["valid"]
-    assert "left pending" in rows["symlink"] and "refused: a symlink leads outside the root" in rows["symlink"]
+    assert "left pending" in rows["symlink"] and "refused: a symlink on the way" in rows["symlink"]
 
 
 def test_apply_only_appends_completions_that_pair_with_the_latest_attempt(
@@ -193,17 +194,31 @@ def test_root_option_and_absolute_paths_inside_it(tmp_path: Path, capsys: pytest
     assert [d["verdict"] for d in decisions] == ["valid", "valid", "valid"]
 
 
-def test_confine(tmp_path: Path) -> None:
+def test_confine_is_lexical_and_open_beneath_follows_no_symlink(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "sub").mkdir(parents=True)
+    (root / "sub" / "x.json").write_text("{}")
     (root / "inner-link").symlink_to(root / "sub")
     (root / "outer-link").symlink_to(tmp_path)
-    assert confine(root, "sub/x.json") == ((root / "sub" / "x.json").resolve(), "")
-    assert confine(root, "inner-link/x.json") == ((root / "sub" / "x.json").resolve(), "")
-    assert confine(root, "outer-link/x.json") == (None, "a symlink leads outside the root")
-    assert confine(root, "sub/../../x.json") == (None, "'..' leads outside the root")
-    assert confine(root, "/etc/passwd") == (None, "absolute path outside the root")
-    assert confine(root, "a\0b") == (None, "a NUL byte in the path")
+    assert confine([root], root / "sub" / "x.json", "sub/x.json") == (root, ["sub", "x.json"], "")
+    assert confine([tmp_path / "other", root], root / "x.json", "x.json") == (root, ["x.json"], "")
+    assert confine([root], tmp_path / "x.json", "sub/../../x.json") == (
+        None,
+        None,
+        f"'..' leads outside the root: {tmp_path / 'x.json'}",
+    )
+    assert confine([root], Path("/etc/passwd"), "/etc/passwd") == (None, None, f"absolute path outside the root {root}")
+    fd, verdict, why = open_beneath(root, ["sub", "x.json"])
+    assert fd is not None and verdict == "valid" and why == ""
+    os.close(fd)
+    for link in ("inner-link", "outer-link"):  # inside or out, a symlink is not followed
+        assert open_beneath(root, [link, "x.json"]) == (
+            None,
+            "refused",
+            f"refused: a symlink on the way: {root / link} (none is followed)",
+        )
+    missing = root / "sub" / "nope.json"
+    assert open_beneath(root, ["sub", "nope.json"]) == (None, "missing", f"output file missing: {missing}")
 
 
 def test_explicit_validators(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

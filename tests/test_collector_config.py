@@ -1,13 +1,18 @@
-"""Static checks of collector-config/ (Docker cannot run here): every YAML parses,
+"""Checks of collector-config/. Static (Docker cannot run here): every YAML parses,
 the collector's pipelines only use components it defines, the compose file
 publishes what the collector listens on and points it at a service that
-listens where the exporter sends; and the README's rotel command really runs."""
+listens where the exporter sends, and runs the Jaeger release the no-Docker
+path builds. Real: the no-Docker Jaeger config is accepted by the Jaeger binary
+built from source, and the README's commands exist and do what it says (its
+rotel commands are run)."""
 
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shlex
+import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from jaeger_server import JAEGER_CONFIG, JAEGER_SCRIPT, build_jaeger
 from otlp_collector import RotelCollector, pid_alive, rotel_available
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "collector-config"
@@ -492,7 +498,9 @@ def test_port_parsing_understands_compose_syntaxes() -> None:
 def documented_rotel_args() -> list[str]:
     """The flags after ``start`` of the rotel command the README documents."""
     lines = [
-        line for line in README.read_text(encoding="utf-8").splitlines() if '"$ROTEL_AGENT" start --exporter' in line
+        line
+        for line in README.read_text(encoding="utf-8").splitlines()
+        if '"$ROTEL_AGENT" start --exporter otlp' in line
     ]
     assert len(lines) == 1, lines
     tokens = shlex.split(lines[0])
@@ -556,3 +564,215 @@ def test_documented_rotel_command_forwards_spans(monkeypatch: pytest.MonkeyPatch
     assert (arrived.name, arrived.service_name) == ("forwarded", "router-bench")
     assert arrived.start_time_unix_nano == span.start_time
     assert arrived.end_time_unix_nano == span.end_time
+
+
+# --------------------------------------------------------------------------
+# Every command the README runs exists
+# --------------------------------------------------------------------------
+
+REPO = CONFIG_DIR.parent
+
+
+def makefile_targets(makefile: Path) -> set[str]:
+    """The targets a Makefile defines (``name:`` at the start of a line)."""
+    targets: set[str] = set()
+    for line in makefile.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^([A-Za-z0-9_.$()/-][^:=\s]*(?:\s+[^:=\s]+)*)\s*:(?!=)", line)
+        if match and not line.startswith("\t"):
+            targets.update(match.group(1).split())
+    return targets
+
+
+def code_lines(text: str) -> list[str]:
+    """The lines of the Markdown's fenced code blocks."""
+    lines: list[str] = []
+    inside = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            inside = not inside
+        elif inside:
+            lines.append(line.strip())
+    return lines
+
+
+def missing_commands(text: str, repo: Path = REPO) -> list[str]:
+    """Commands in the Markdown's code blocks that name a script, make target or subcommand that is not there.
+
+    Scripts run as ``python X.py`` are looked for in the repository root, where
+    the README's commands run, and in collector-config/ (after ``cd
+    collector-config``).
+    """
+    problems: list[str] = []
+    targets = makefile_targets(repo / "Makefile")
+    script_commands = set(re.findall(r"^\s{4}(\w+)\)", JAEGER_SCRIPT.read_text(encoding="utf-8"), re.M))
+    for line in code_lines(text):
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            continue
+        while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
+            words = words[1:]  # VAR=value prefixes
+        if not words:
+            continue
+        if words[0] in ("python", "python3") and len(words) > 1 and words[1].endswith(".py"):
+            if not any((base / words[1]).is_file() for base in (repo, repo / "collector-config")):
+                problems.append(f"{line}: there is no {words[1]}")
+        elif words[0] == "make":
+            for target in words[1:]:
+                if not target.startswith("-") and "=" not in target and target not in targets:
+                    problems.append(f"{line}: the Makefile has no target {target!r}")
+        elif words[0].endswith("jaeger.sh") and (len(words) < 2 or words[1] not in script_commands):
+            problems.append(f"{line}: jaeger.sh has no command {words[1:2]} (it has {sorted(script_commands)})")
+    return problems
+
+
+def test_every_command_the_readme_runs_exists() -> None:
+    assert missing_commands(README.read_text(encoding="utf-8")) == []
+
+
+def test_the_command_checker_catches_what_is_not_there() -> None:
+    text = "\n".join(
+        [
+            "```sh",
+            "OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 python bench.py",
+            "make demo jaeger-up",
+            "collector-config/jaeger.sh launch",
+            "python examples/demo.py",
+            "make jaeger",
+            "```",
+            "python not-in-a-code-block.py",
+        ]
+    )
+    assert missing_commands(text) == [
+        "OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 python bench.py: there is no bench.py",
+        "make demo jaeger-up: the Makefile has no target 'jaeger-up'",
+        "collector-config/jaeger.sh launch: jaeger.sh has no command ['launch']"
+        " (it has ['build', 'run', 'start', 'stop'])",
+    ]
+
+
+def documented_span_printing_args() -> list[str]:
+    """The flags after ``start`` of the README's "print every span" rotel command."""
+    lines = [line for line in code_lines(README.read_text(encoding="utf-8")) if "--debug-log traces" in line]
+    assert len(lines) == 1, lines
+    tokens = shlex.split(lines[0])
+    return tokens[tokens.index("start") + 1 :]
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not rotel_available(), reason="rotel-agent not installed (pip install rotel)")
+def test_documented_span_printing_command_prints_the_spans(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import tempfile
+    import time
+
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from otlp_collector import _accepts, _free_port, rotel_agent_path
+
+    for proxy in ("http_proxy", "https_proxy", "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    args = documented_span_printing_args()
+    assert "--otlp-exporter-endpoint" not in args, "the printing command needs no backend"
+    grpc_port, http_port = _free_port(), _free_port()
+    with tempfile.TemporaryDirectory(prefix="rotel-print-") as tmp:
+        out_path = Path(tmp) / "out"
+        with out_path.open("wb") as out:
+            rotel = subprocess.Popen(
+                [
+                    str(rotel_agent_path()), "start", *args,
+                    "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}", "--otlp-http-endpoint", f"127.0.0.1:{http_port}",
+                    "--pid-file", f"{tmp}/rotel.pid", "--log-file", f"{tmp}/rotel.log",
+                ],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1"},
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while not _accepts(grpc_port):
+                assert rotel.poll() is None and time.monotonic() < deadline, out_path.read_text()
+                time.sleep(0.05)
+            provider = TracerProvider()
+            exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{grpc_port}", insecure=True, timeout=5)
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            span = provider.get_tracer("readme-check").start_span("span-the-readme-promises")
+            span.set_attribute("spanjournal.chunk_id", "case-007")
+            span.end()
+            provider.shutdown()
+            trace_id = f"{span.get_span_context().trace_id:032x}"
+            while trace_id not in out_path.read_text(errors="replace"):
+                assert rotel.poll() is None, out_path.read_text()
+                if time.monotonic() > deadline:
+                    pytest.fail(f"rotel did not print the span:\n{out_path.read_text()[-2000:]}")
+                time.sleep(0.05)
+            printed = out_path.read_text(errors="replace")
+        finally:
+            os.kill(rotel.pid, signal.SIGTERM)
+            rotel.wait(timeout=10)
+    assert "span-the-readme-promises" in printed
+    assert "spanjournal.chunk_id: Str(case-007)" in printed
+
+
+# --------------------------------------------------------------------------
+# Jaeger: one release for Docker and the no-Docker path
+# --------------------------------------------------------------------------
+
+
+def script_setting(name: str) -> str:
+    """A ``NAME=value`` setting of collector-config/jaeger.sh."""
+    match = re.search(rf"^{name}=(\S+)$", JAEGER_SCRIPT.read_text(encoding="utf-8"), re.M)
+    assert match, f"jaeger.sh sets no {name}"
+    return match.group(1)
+
+
+def test_compose_runs_the_jaeger_release_the_no_docker_path_builds(compose: Config) -> None:
+    release = script_setting("JAEGER_RELEASE")
+    assert re.fullmatch(r"v2\.\d+\.\d+", release)
+    assert script_setting("JAEGER_MODULE_VERSION") == "v1.75.0"
+    (image,) = [svc["image"] for svc in compose["services"].values() if svc["image"].startswith("jaegertracing/")]
+    assert image == f"jaegertracing/jaeger:{release.removeprefix('v')}"
+    assert f"jaegertracing/jaeger:{release.removeprefix('v')}" in README.read_text(encoding="utf-8")
+
+
+def test_the_no_docker_jaeger_config_listens_on_loopback_on_the_usual_ports() -> None:
+    config = load_yaml(JAEGER_CONFIG)
+    assert pipeline_problems(config) == []
+    defaults = {"grpc": 4317, "http": 4318}
+    for protocol, settings in config["receivers"]["otlp"]["protocols"].items():
+        host, port_spec = settings["endpoint"].split(":", 1)
+        assert host == "127.0.0.1"
+        assert port_spec.endswith(f":-{defaults.pop(protocol)}}}"), port_spec
+    assert defaults == {}
+    query = config["extensions"]["jaeger_query"]
+    assert query["http"]["endpoint"] == "127.0.0.1:${env:JAEGER_UI_PORT:-16686}"
+    assert query["grpc"]["endpoint"].startswith("127.0.0.1:")
+    # Jaeger's query service traces itself by default, to localhost:4317 whatever its own ports.
+    assert query["enable_tracing"] is False
+    assert config["service"]["telemetry"]["metrics"]["level"] == "none"  # no self-metrics port (8888)
+    (storage,) = config["extensions"]["jaeger_storage"]["backends"]
+    assert query["storage"]["traces"] == storage
+    assert config["exporters"]["jaeger_storage_exporter"]["trace_storage"] == storage
+
+
+@pytest.mark.integration
+def test_the_real_jaeger_accepts_the_no_docker_config_and_rejects_a_broken_one(tmp_path: Path) -> None:
+    import subprocess
+
+    build = build_jaeger()
+    if build.binary is None:
+        pytest.skip(f"Jaeger cannot be built here: {build.reason}")
+    checked = subprocess.run(
+        [str(build.binary), "validate", "--config", str(JAEGER_CONFIG)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    broken = tmp_path / "jaeger.yaml"
+    broken.write_text(JAEGER_CONFIG.read_text().replace("processors: [batch]", "processors: [batch, tail]"))
+    rejected = subprocess.run(
+        [str(build.binary), "validate", "--config", str(broken)], capture_output=True, text=True, timeout=60
+    )
+    assert rejected.returncode != 0
+    assert "tail" in rejected.stdout + rejected.stderr
+    version = subprocess.run([str(build.binary), "version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0, version.stderr
+    assert script_setting("JAEGER_RELEASE") in version.stdout + version.stderr

@@ -235,11 +235,21 @@ def test_a_users_provider_keeps_its_own_resource_and_is_not_shut_down(tmp_path: 
     provider.shutdown()
 
 
-def test_journal_agent_spans_option(tmp_path: Path) -> None:
-    sj = spanjournal.configure(journal=MemoryJournal(), journal_agent_spans=True, set_global=False)
-    with sj.tracer.start_as_current_span("invoke_agent x", attributes={"gen_ai.operation.name": "invoke_agent"}):
+def test_agent_spans_option_journals_agent_units(tmp_path: Path) -> None:
+    off = spanjournal.configure(journal=MemoryJournal(), exporter="none", set_global=False)
+    with off.tracer.start_as_current_span("invoke_agent x"):
         pass
-    assert isinstance(sj.journal, MemoryJournal) and len(sj.journal.lines) == 2
+    assert isinstance(off.journal, MemoryJournal) and off.journal.lines == []
+    sj = spanjournal.configure(
+        journal=MemoryJournal(), agent_spans=spanjournal.AgentSpans(), exporter="none", set_global=False
+    )
+    with sj.tracer.start_as_current_span("invoke_agent x"):
+        pass
+    assert isinstance(sj.journal, MemoryJournal)
+    events = [(e.chunk_id, type(e).__name__) for e in sj.journal.events()]
+    assert events == [("x#1", "Dispatched"), ("x#1", "Completed")]
+    with pytest.raises(TypeError, match="AgentSpans"):
+        spanjournal.configure(journal=MemoryJournal(), agent_spans=True, set_global=False)  # type: ignore[arg-type]
 
 
 def test_context_manager_and_repr(tmp_path: Path) -> None:

@@ -226,11 +226,11 @@ def test_the_recovery_story(tmp_path: Path) -> None:
     assert report["failures_by_error_type"] == {"QuotaError": len(quota)}
 
 
-def test_the_demo_tells_the_story_and_cleans_up(tmp_path: Path) -> None:
+def test_the_demo_tells_the_story_and_cleans_up_when_asked(tmp_path: Path) -> None:
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     started = time.monotonic()
-    demo = run([sys.executable, str(DEMO)], tmp_path, clean_env(TMPDIR=str(scratch)))
+    demo = run([sys.executable, str(DEMO), "--clean"], tmp_path, clean_env(TMPDIR=str(scratch)))
     seconds = time.monotonic() - started
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert seconds < DEMO_BUDGET
@@ -239,7 +239,46 @@ def test_the_demo_tells_the_story_and_cleans_up(tmp_path: Path) -> None:
     assert headings[6] == "== The story holds =="
     assert "no chunk that was done ran again" in demo.stdout
     assert "[exit 3," in demo.stdout and "recorded done" in demo.stdout
-    assert list(scratch.iterdir()) == [], "the demo removes its temporary run directory"
+    assert list(scratch.iterdir()) == [], "with --clean the demo removes its temporary run directory"
+
+
+def test_the_demo_keeps_its_run_directory_and_says_where_and_how_to_remove_it(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    demo = run([sys.executable, str(DEMO)], tmp_path, clean_env(TMPDIR=str(scratch)))
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    (run_dir,) = scratch.iterdir()
+    assert f"run directory: {run_dir} (every command below runs there)" in demo.stdout
+    assert demo.stdout.splitlines()[-2:] == [
+        f"files kept in {run_dir}: cd there to try the commands above",
+        f"remove them with: rm -rf {run_dir}",
+    ]
+    # the commands it printed work there afterwards
+    pending = run([str(Path(sys.executable).parent / "pending"), JOURNAL, "--exit-code"], run_dir)
+    assert pending.returncode == 0, pending.stderr
+
+
+def test_make_demo_keeps_demo_run_and_replaces_only_a_previous_demo(tmp_path: Path) -> None:
+    recipe = subprocess.run(
+        ["make", "--no-print-directory", "-n", "demo", "STAMP="],
+        cwd=EXAMPLES.parent, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=True,
+    ).stdout.split()  # fmt: skip
+    assert recipe[-4:] == ["examples/demo.py", "--dir", "demo-run", "--replace"]
+    kept = tmp_path / "demo-run"
+    first = run([sys.executable, str(DEMO), "--dir", str(kept), "--replace"], tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (kept / "mine.txt").write_text("left by the user after the first run")
+    again = run([sys.executable, str(DEMO), "--dir", str(kept), "--replace"], tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert not (kept / "mine.txt").exists()  # a previous demo's directory is replaced whole
+    assert not_done(journal_lines(kept)) == set()
+    other = tmp_path / "not-a-demo"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    refused = run([sys.executable, str(DEMO), "--dir", str(other), "--replace"], tmp_path)
+    assert refused.returncode == 2
+    assert "not empty and not a previous demo's" in refused.stderr
+    assert (other / "notes.txt").read_text() == "keep me"
 
 
 def test_the_demo_keeps_a_directory_it_is_given_and_refuses_a_used_one(tmp_path: Path) -> None:

@@ -501,3 +501,25 @@ def test_spans_and_readable_attributes_agree(cap: Capture) -> None:
     assert isinstance(span, ReadableSpan)
     assert span.attributes is not None
     assert span.attributes["gen_ai.usage.input_tokens"] == 3 and span.attributes["app.note"] == "n"
+
+
+@pytest.mark.parametrize("bad", ["case\n2", "case\r", "a\0b", "tab\there", "esc\x1b[31m", "del\x7f", "nel\x85"])
+def test_chunk_ids_with_control_characters_are_refused_naming_the_id(bad: str) -> None:
+    expected = f"chunk_id {bad!r} contains a control character"
+    with pytest.raises(ValueError) as constant:
+        spanjournal.dispatch(bad)
+    assert expected in str(constant.value)
+
+    ran = []
+
+    @spanjournal.dispatch(chunk_id=lambda x: bad)
+    def body(x: int) -> None:
+        ran.append(x)
+
+    with capture() as c, pytest.raises(ValueError) as dynamic:
+        body(1)
+    assert expected in str(dynamic.value)
+    with capture() as c2, pytest.raises(ValueError) as context_manager, spanjournal.dispatch_span(bad):
+        ran.append(2)
+    assert expected in str(context_manager.value)
+    assert ran == [] and c.journal.lines == [] and c2.journal.lines == []

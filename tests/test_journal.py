@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import multiprocessing
+import multiprocessing.synchronize
 import os
 import resource
 import signal
@@ -16,6 +18,7 @@ import pytest
 
 from spanjournal import Completed, Dispatched, Journal, JournalWriteError
 from spanjournal import journal as journal_module
+from spanjournal.ledger import read_ledger
 
 
 def lines_of(path: Path) -> list[dict[str, object]]:
@@ -280,3 +283,162 @@ def test_buffer_threshold_writes_without_flush(tmp_path: Path) -> None:
         for i in range(n):
             j.append({"event": "subagent_dispatched", "chunk_id": f"c{i}"})
         assert path.stat().st_size > 0
+
+
+# -- a writer killed mid-append, others going on (shared journal) -----------------------------------
+
+
+def _append_acknowledged(
+    path: str,
+    writer: int,
+    count: int,
+    durability: str,
+    opened: multiprocessing.synchronize.Barrier,  # type: ignore[name-defined]
+    go: multiprocessing.synchronize.Event,  # type: ignore[name-defined]
+) -> None:
+    """Append ``count`` lines, half before ``go`` and half after; note each one whose append returned."""
+    with Journal(path, durability=durability) as j, open(f"{path}.ack{writer}", "w") as acks:  # type: ignore[arg-type]
+        for i in range(count):
+            if i == count // 2:
+                opened.wait(timeout=60)
+                go.wait(timeout=60)
+            j.append({"event": "subagent_dispatched", "chunk_id": f"w{writer}-{i}"})
+            acks.write(f"w{writer}-{i}\n")
+            acks.flush()
+
+
+def _die_mid_line(path: str) -> None:
+    """A writer killed after half its line reached the file, lock held (what SIGKILL mid-append leaves)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b'{"v":1,"event":"subagent_dispatched","chunk_id":"kil')
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _acknowledged(path: Path, writers: int) -> list[str]:
+    return [line for w in range(writers) for line in Path(f"{path}.ack{w}").read_text().split()]
+
+
+def _lost(path: Path, writers: int) -> list[str]:
+    ledger = read_ledger(path)
+    return [chunk_id for chunk_id in _acknowledged(path, writers) if chunk_id not in ledger]
+
+
+@pytest.mark.integration
+def test_a_writer_killed_mid_line_loses_no_other_writers_line(tmp_path: Path) -> None:
+    """Writers opened before the kill must still start on a line boundary: 0 lines lost in every trial."""
+    ctx = multiprocessing.get_context("fork")
+    writers, per_writer, trials = 6, 16, 8
+    lost_per_trial = []
+    for trial in range(trials):
+        path = tmp_path / f"shared-{trial}.jsonl"
+        opened, go = ctx.Barrier(writers + 1), ctx.Event()
+        durability = "fsync" if trial % 2 else "flush"
+        procs = [
+            ctx.Process(target=_append_acknowledged, args=(str(path), w, per_writer, durability, opened, go))
+            for w in range(writers)
+        ]
+        for p in procs:
+            p.start()
+        opened.wait(timeout=60)  # every writer has its journal open and has appended
+        killer = ctx.Process(target=_die_mid_line, args=(str(path),))
+        killer.start()
+        killer.join(timeout=60)
+        assert killer.exitcode == -signal.SIGKILL
+        assert not path.read_bytes().endswith(b"\n")  # the fragment is the file's tail
+        go.set()
+        for p in procs:
+            p.join(timeout=60)
+            assert p.exitcode == 0
+        assert len(_acknowledged(path, writers)) == writers * per_writer
+        lost_per_trial.append(len(_lost(path, writers)))
+    assert lost_per_trial == [0] * trials
+
+
+def _append_huge_lines(path: str, started: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
+    with Journal(path, durability="flush") as j:
+        started.set()
+        while True:
+            j.append({"event": "subagent_dispatched", "chunk_id": "huge", "pad": "x" * (32 << 20)})
+
+
+@pytest.mark.integration
+def test_sigkill_during_a_huge_line_loses_no_other_writers_line(tmp_path: Path) -> None:
+    """SIGKILL from outside while a writer is inside a 32 MiB write; the others go on appending."""
+    ctx = multiprocessing.get_context("fork")
+    writers, per_writer, trials = 4, 12, 4
+    torn = 0
+    lost_per_trial = []
+    for trial in range(trials):
+        path = tmp_path / f"shared-{trial}.jsonl"
+        opened, go = ctx.Barrier(writers + 1), ctx.Event()
+        procs = [
+            ctx.Process(target=_append_acknowledged, args=(str(path), w, per_writer, "flush", opened, go))
+            for w in range(writers)
+        ]
+        for p in procs:
+            p.start()
+        opened.wait(timeout=60)
+        started = ctx.Event()
+        victim = ctx.Process(target=_append_huge_lines, args=(str(path), started))
+        victim.start()
+        started.wait(timeout=60)
+        size = path.stat().st_size
+        while path.stat().st_size == size and victim.is_alive():  # kill it once its line is under way
+            os.sched_yield()
+        assert victim.pid is not None
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(timeout=60)
+        torn += not path.read_bytes().endswith(b"\n")
+        go.set()
+        for p in procs:
+            p.join(timeout=60)
+            assert p.exitcode == 0
+        lost_per_trial.append(len(_lost(path, writers)))
+    print(f"{trials} trials, {torn} left a torn line, lost per trial: {lost_per_trial}")
+    assert lost_per_trial == [0] * trials
+
+
+# -- fork ----------------------------------------------------------------------------------------------
+
+
+def test_a_forked_child_does_not_write_the_parents_buffered_events(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    j = Journal(path, durability="none")
+    for i in range(50):
+        j.append({"event": "subagent_dispatched", "chunk_id": f"parent-{i}"})
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            j.append({"event": "subagent_dispatched", "chunk_id": "child"})
+            j.close()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    j.close()
+    ids = [e["chunk_id"] for e in lines_of(path)]
+    assert sorted(ids) == sorted([f"parent-{i}" for i in range(50)] + ["child"])
+
+
+def test_a_forked_child_locks_the_journal_apart_from_its_parent(tmp_path: Path) -> None:
+    """flock belongs to an open file description: a child sharing the parent's would not be excluded."""
+    path = tmp_path / "j.jsonl"
+    j = Journal(path, durability="flush")
+    fcntl.flock(j._fd, fcntl.LOCK_EX)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            fcntl.flock(j._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(write_end, b"locked")
+        except BlockingIOError:
+            os.write(write_end, b"excluded")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    fcntl.flock(j._fd, fcntl.LOCK_UN)
+    j.append({"event": "subagent_dispatched", "chunk_id": "parent"})
+    j.close()
+    assert os.read(read_end, 100) == b"excluded"
+    os.close(read_end)
+    os.close(write_end)

@@ -154,37 +154,6 @@ def test_other_spans_pass_through_untouched(setup: Setup) -> None:
     assert [s.name for s in setup.exporter.get_finished_spans()] == ["db query", "llm call"]
 
 
-def test_third_party_agent_spans_are_journaled_only_when_asked() -> None:
-    agent_attrs: dict[str, AttributeValue] = {
-        semconv.GEN_AI_OPERATION_NAME: semconv.INVOKE_AGENT,
-        "gen_ai.agent.id": "agent-7",
-    }
-    off = Setup(MemoryJournal())
-    with off.tracer.start_as_current_span("invoke_agent other", attributes=agent_attrs):
-        pass
-    assert off.journal.lines == []
-
-    on = Setup(MemoryJournal(), journal_agent_spans=True)
-    with on.tracer.start_as_current_span("invoke_agent other", attributes=agent_attrs) as span:
-        pass
-    by_id = Setup(MemoryJournal(), journal_agent_spans=True, agent_chunk_id_attribute="gen_ai.agent.id")
-    with by_id.tracer.start_as_current_span("invoke_agent other", attributes=agent_attrs):
-        pass
-    span_hex = f"{span.get_span_context().span_id:016x}"
-    assert [(e["event"], e["chunk_id"]) for e in on.lines()] == [
-        ("subagent_dispatched", span_hex),
-        ("subagent_completed", span_hex),
-    ]
-    assert on.lines()[0]["attrs"] == {"gen_ai.agent.id": "agent-7"}
-    assert [e["chunk_id"] for e in by_id.lines()] == ["agent-7", "agent-7"]
-
-    # An invoke_agent attribute set only after start is not seen at start: no orphan completion.
-    late = Setup(MemoryJournal(), journal_agent_spans=True)
-    with late.tracer.start_as_current_span("x") as span:
-        span.set_attribute(semconv.GEN_AI_OPERATION_NAME, semconv.INVOKE_AGENT)
-    assert late.journal.lines == []
-
-
 def test_extra_start_attributes_are_kept_under_attrs(setup: Setup) -> None:
     extra: dict[str, AttributeValue] = {"app.model": "gpt-x", "app.retries": 2, "app.tags": ("a", "b")}
     attrs = {**START_ATTRIBUTES, **extra}
@@ -407,3 +376,53 @@ def test_a_forked_child_writes_its_own_pid(tmp_path: Path) -> None:
     pids = {(e["chunk_id"], e["event"]): e["pid"] for e in lines}
     assert pids[("parent", "subagent_dispatched")] == pids[("parent", "subagent_completed")] == os.getpid()
     assert pids[("child", "subagent_dispatched")] == pids[("child", "subagent_completed")] == pid
+
+
+# -- reading spans: the checked private fast path and the public API ---------------------
+
+
+def test_the_private_fast_path_checks_itself_and_falls_back_without_raising(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spanjournal import processor as processor_module
+
+    assert processor_module.private_fields_match_public_api(), "on the installed SDK the check passes"
+    monkeypatch.setattr(processor_module, "BoundedAttributes", dict)  # as if the SDK renamed its attribute class
+    assert processor_module.private_fields_match_public_api() is False
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("an SDK without TracerProvider as we know it")
+
+    monkeypatch.setattr(processor_module, "TracerProvider", broken)
+    assert processor_module.private_fields_match_public_api() is False
+
+
+@pytest.mark.parametrize("failed", [False, True])
+def test_the_fast_path_and_the_public_api_write_identical_lines(monkeypatch: pytest.MonkeyPatch, failed: bool) -> None:
+    from spanjournal import processor as processor_module
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "router-bench"}), shutdown_on_exit=False)
+    tracer = provider.get_tracer("t")
+    extra: dict[str, AttributeValue] = {"app.model": "gpt-x", "app.tags": ("a", "b")}
+    journals = {private: MemoryJournal() for private in (True, False)}
+    processors = {private: JournalSpanProcessor(j, session_id="s", tz="UTC") for private, j in journals.items()}
+    with tracer.start_as_current_span("outer"):
+        span = tracer.start_span("invoke_agent router", attributes={**START_ATTRIBUTES, **extra})
+    for private, processor in processors.items():
+        monkeypatch.setattr(processor_module, "_PRIVATE_FIELDS", private)
+        processor.on_start(span)  # type: ignore[arg-type]
+    span.set_attributes({semconv.GEN_AI_INPUT_TOKENS: 1000, semconv.GEN_AI_OUTPUT_TOKENS: 234, semconv.TOKENS_USED: 9})
+    span.set_attribute(semconv.ERROR_TYPE, "QuotaError")
+    if failed:
+        span.set_status(Status(StatusCode.ERROR, "quota exceeded"))
+    span.end()
+    for private, processor in processors.items():
+        monkeypatch.setattr(processor_module, "_PRIVATE_FIELDS", private)
+        processor.on_end(span)  # type: ignore[arg-type]
+        processor.shutdown()
+    lines = {private: journal.lines for private, journal in journals.items()}
+    assert lines[True] == lines[False]
+    dispatched, completed = (msgspec.json.decode(line) for line in lines[True])
+    assert dispatched["attrs"] == {"app.model": "gpt-x", "app.tags": ["a", "b"]} and "parent_span_id" in dispatched
+    assert (completed["success"], completed.get("error"), completed.get("error_type")) == (
+        (False, "quota exceeded", "QuotaError") if failed else (True, None, None)
+    )
+    assert (completed["input_tokens"], completed["output_tokens"], completed["tokens_used"]) == (1000, 234, 9)

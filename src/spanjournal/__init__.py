@@ -15,12 +15,22 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from spanjournal._schema import SCHEMA_VERSION, Completed, Dispatched, RunPlanned
+    from spanjournal.agent_spans import AgentSpans
     from spanjournal.config import Spanjournal, configure
-    from spanjournal.instrument import DispatchHandle, current_dispatch, dispatch, dispatch_span
+    from spanjournal.instrument import (
+        DispatchHandle,
+        StartedDispatch,
+        current_dispatch,
+        dispatch,
+        dispatch_span,
+        start_dispatch,
+    )
+    from spanjournal.integrations.openai_agents import instrument_openai_agents
     from spanjournal.journal import Journal, JournalWriteError
     from spanjournal.ledger import Attempt, Chunk, ChunkState, Ledger, read_ledger
     from spanjournal.processor import JournalSpanProcessor
     from spanjournal.reader import JournalReadError, ReadIssue
+    from spanjournal.sampling import JournalSampler
 
 __version__ = "0.1.0"
 
@@ -48,10 +58,16 @@ _LAZY = {
     "current_dispatch": "spanjournal.instrument",
     "DispatchHandle": "spanjournal.instrument",
     "JournalSpanProcessor": "spanjournal.processor",
+    "AgentSpans": "spanjournal.agent_spans",
+    "JournalSampler": "spanjournal.sampling",
+    "StartedDispatch": "spanjournal.instrument",
+    "start_dispatch": "spanjournal.instrument",
+    "instrument_openai_agents": "spanjournal.integrations.openai_agents",
 }
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AgentSpans",
     "Attempt",
     "Chunk",
     "ChunkState",
@@ -60,17 +76,21 @@ __all__ = [
     "Dispatched",
     "Journal",
     "JournalReadError",
+    "JournalSampler",
     "JournalSpanProcessor",
     "JournalWriteError",
     "Ledger",
     "ReadIssue",
     "RunPlanned",
     "Spanjournal",
+    "StartedDispatch",
     "configure",
     "current_dispatch",
     "dispatch",
     "dispatch_span",
+    "instrument_openai_agents",
     "read_ledger",
+    "start_dispatch",
 ]
 
 

@@ -59,8 +59,10 @@ from opentelemetry.sdk.trace.sampling import Sampler
 
 from spanjournal import instrument, semconv
 from spanjournal._schema import RunPlanned, encode
+from spanjournal.agent_spans import AgentSpans
 from spanjournal.journal import DURABILITY_MODES, Durability, Journal
 from spanjournal.processor import JournalLike, JournalSpanProcessor, resolve_tz
+from spanjournal.sampling import JournalSampler
 
 __all__ = [
     "DEFAULT_DURABILITY",
@@ -205,6 +207,11 @@ def _otlp_choice(endpoint: str | None, protocol: str | None, env: Mapping[str, s
     if proto == "http/protobuf" and is_base and not url.rstrip("/").endswith(HTTP_TRACES_PATH):
         url = url.rstrip("/") + HTTP_TRACES_PATH
     return ExporterChoice("otlp", protocol=proto, endpoint=url)
+
+
+def _sampler_from_environment() -> Sampler:
+    """The sampler ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG`` choose, as the SDK reads them."""
+    return TracerProvider(shutdown_on_exit=False).sampler
 
 
 def _build_exporter(choice: ExporterChoice, headers: Mapping[str, str] | None) -> SpanExporter:
@@ -417,7 +424,7 @@ def build(
     sampler: Sampler | None = None,
     tracer_provider: TracerProvider | None = None,
     set_global: bool = True,
-    journal_agent_spans: bool = False,
+    agent_spans: AgentSpans | None = None,
     resource_attributes: Mapping[str, Any] | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
 ) -> Spanjournal:
@@ -442,16 +449,21 @@ def build(
     journal_obj: Journal | JournalLike = (
         Journal(cast("str | os.PathLike[str]", journal), durability=durability) if owns_journal else journal  # type: ignore[assignment]
     )
-    processor = JournalSpanProcessor(
-        journal_obj, session_id=session_id, tz=tz, journal_agent_spans=journal_agent_spans
-    )
+    processor = JournalSpanProcessor(journal_obj, session_id=session_id, tz=tz, agent_spans=agent_spans)
     owns_provider = tracer_provider is None
     if tracer_provider is None:
         attributes = dict(resource_attributes or {})
         if service_name:
             attributes["service.name"] = service_name
         tracer_provider = TracerProvider(
-            resource=Resource.create(attributes), sampler=sampler, shutdown_on_exit=False
+            resource=Resource.create(attributes),
+            sampler=JournalSampler(sampler or _sampler_from_environment(), agent_spans),
+            shutdown_on_exit=False,
+        )
+    elif agent_spans is not None and not isinstance(tracer_provider.sampler, JournalSampler):
+        logger.warning(
+            "spanjournal: agent spans the sampler of your tracer provider drops are not journaled; "
+            "build it with sampler=spanjournal.JournalSampler(your_sampler, agent_spans)"
         )
     tracer_provider.add_span_processor(processor)
     export_processors: list[SpanProcessor] = []
@@ -491,7 +503,7 @@ def configure(
     sampler: Sampler | None = None,
     tracer_provider: TracerProvider | None = None,
     set_global: bool = True,
-    journal_agent_spans: bool = False,
+    agent_spans: AgentSpans | None = None,
     resource_attributes: Mapping[str, Any] | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
 ) -> Spanjournal:
@@ -507,6 +519,18 @@ def configure(
     ``exporter`` adds more); otherwise a new provider is made and, with
     ``set_global``, installed as the global one if none was. A previous
     configuration is shut down.
+
+    ``sampler`` (default: the one ``OTEL_TRACES_SAMPLER`` chooses) decides
+    what is exported, never what is journaled: it is wrapped in a
+    :class:`~spanjournal.sampling.JournalSampler`, which records every span
+    the journal needs even when the sampler drops it.
+
+    ``agent_spans`` makes the agent spans of other instrumentations journaled
+    units: ``agent_spans=spanjournal.AgentSpans()`` journals every
+    ``invoke_agent`` span that names its agent (the outermost of a unit only),
+    with a chunk id that is the same when the same agent is asked again; see
+    :class:`~spanjournal.AgentSpans` for which spans, how ids are made, and
+    how to change either.
 
     >>> sj = configure(journal="runs/bench.jsonl", service_name="router-bench",
     ...                durability="fsync", tz="Asia/Kuala_Lumpur")          # doctest: +SKIP
@@ -524,7 +548,7 @@ def configure(
         sampler=sampler,
         tracer_provider=tracer_provider,
         set_global=set_global,
-        journal_agent_spans=journal_agent_spans,
+        agent_spans=agent_spans,
         resource_attributes=resource_attributes,
         shutdown_timeout=shutdown_timeout,
     )

@@ -47,6 +47,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -77,8 +78,10 @@ __all__ = [
     "ExportStats",
     "JournalSpan",
     "Outcome",
+    "SpanTimeOutOfRange",
     "build_span",
     "describe_span",
+    "endpoint_configured",
     "export_journal",
     "journal_spans",
     "make_exporter",
@@ -96,6 +99,8 @@ PROTOCOLS: tuple[Protocol, ...] = ("grpc", "http/protobuf")
 #: Where spans go when neither an option nor the environment names an endpoint.
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318/v1/traces"
+#: Seconds per export request when neither an option nor the environment says (the exporters' default).
+DEFAULT_TIMEOUT = 10.0
 
 #: What ``only`` may select: every attempt, those never completed, those that failed.
 ONLY_CHOICES = ("all", "unfinished", "failed")
@@ -117,6 +122,9 @@ END_SESSION_LAST_EVENT = "session_last_event"
 END_EXPORT_TIME = "export_time"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: OTLP carries times as unsigned 64-bit nanoseconds since 1970: up to 2554-07-21T23:34:33Z.
+OTLP_MAX_NS = 2**64 - 1
+OTLP_TIME_RANGE = "1970-01-01 to 2554-07-21 UTC"
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _INT64 = 2**63
 
@@ -141,6 +149,10 @@ _SELECTIONS: dict[str, frozenset[Outcome]] = {
     "unfinished": frozenset({Outcome.UNFINISHED, Outcome.RUNNING, Outcome.RECONCILED}),
     "failed": frozenset({Outcome.FAILED}),
 }
+
+
+class SpanTimeOutOfRange(ValueError):
+    """A span's start or end is outside what OTLP can carry (before 1970, after 2554)."""
 
 
 class ExportError(RuntimeError):
@@ -168,6 +180,8 @@ class ExportStats:
     orphan_completions: int = 0
     #: Attempts whose trace or span id was missing or invalid, so one was derived.
     synthetic_ids: int = 0
+    #: Attempts not sent because a time is outside OTLP's range: ``'chunk' (ts ...)``.
+    out_of_range: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -183,13 +197,31 @@ class ExportStats:
             out.append(f"{self.orphan_completions} completion(s) without a matching dispatch not exported")
         if self.synthetic_ids:
             out.append(f"{self.synthetic_ids} attempt(s) had no valid trace/span id: ids derived from chunk and ts")
+        if self.out_of_range:
+            shown = ", ".join(self.out_of_range[:_LISTED])
+            more = f" and {len(self.out_of_range) - _LISTED} more" if len(self.out_of_range) > _LISTED else ""
+            n = len(self.out_of_range)
+            out.append(
+                f"{n} span{'s' if n != 1 else ''} not sent: a time outside what OTLP carries"
+                f" ({OTLP_TIME_RANGE}): {shown}{more}"
+            )
         return out
+
+    def skip_out_of_range(self, span: JournalSpan) -> None:
+        """Count ``span`` as not sent, its time being outside OTLP's range."""
+        self.out_of_range.append(f"{span.dispatch.chunk_id!r} (ts {span.dispatch.ts})")
+        if self.outcomes.get(span.outcome):
+            self.outcomes[span.outcome] -= 1
 
     def summary(self) -> str:
         """``12 spans (8 done, 1 failed, 1 reconciled, 2 unfinished)``."""
         parts = [f"{n} {o}" for o in Outcome if (n := self.outcomes.get(o, 0))]
         detail = f" ({', '.join(parts)})" if parts else ""
         return f"{self.spans} span{'s' if self.spans != 1 else ''}{detail}"
+
+
+#: How many skipped spans a warning names.
+_LISTED = 5
 
 
 @dataclass(frozen=True)
@@ -593,8 +625,19 @@ class _Resources:
 _default_resources = _Resources()
 
 
+def time_in_range(span: JournalSpan) -> bool:
+    """Whether OTLP can carry ``span``'s start and end (unsigned nanoseconds since 1970)."""
+    return 0 <= span.start_ns <= OTLP_MAX_NS and 0 <= span.end_ns <= OTLP_MAX_NS
+
+
 def build_span(span: JournalSpan, resources: _Resources | None = None) -> ReadableSpan:
-    """The OpenTelemetry ``ReadableSpan`` an exporter sends for ``span``."""
+    """The OpenTelemetry ``ReadableSpan`` an exporter sends for ``span``.
+
+    Raises :class:`SpanTimeOutOfRange` for a time OTLP cannot carry (an
+    encoder would fail on the whole batch).
+    """
+    if not time_in_range(span):
+        raise SpanTimeOutOfRange(f"{span.dispatch.chunk_id!r}: a time outside {OTLP_TIME_RANGE}")
     resource = (resources or _default_resources).get(span.service_name, span.dispatch.session_id)
     code, description = span.status
     if code is StatusCode.OK:
@@ -702,12 +745,16 @@ def export_journal(
     stats: ExportStats | None = None,
     now_ns: int | None = None,
     progress: Callable[[int], None] | None = None,
+    timeout: float | None = None,
 ) -> ExportStats:
     """Send the attempts of ``paths`` through ``exporter``, ``batch_size`` spans per request.
 
     Stops at the first batch the exporter does not accept and raises
-    :class:`ExportError` (how long that takes is bounded by the exporter's
-    timeout). The exporter is not shut down: it belongs to the caller.
+    :class:`ExportError`. ``timeout`` (seconds) bounds each request by the
+    wall clock, whatever the server does (one byte every few seconds keeps
+    a socket's own timeout from ever firing); ``None`` leaves it to the
+    exporter. Spans with a time OTLP cannot carry are skipped and listed in
+    ``stats.warnings()``. The exporter is not shut down: it belongs to the caller.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -723,22 +770,37 @@ def export_journal(
             paths, service_name=service_name, only=only, stats=stats, now_ns=now_ns, progress=progress
         )
         for span in spans:
-            batch.append(build_span(span, resources))
+            try:
+                batch.append(build_span(span, resources))
+            except SpanTimeOutOfRange:
+                stats.skip_out_of_range(span)
+                continue
             if len(batch) >= batch_size:
-                _send(exporter, batch, stats, log)
+                _send(exporter, batch, stats, log, timeout)
                 batch = []
         if batch:
-            _send(exporter, batch, stats, log)
+            _send(exporter, batch, stats, log, timeout)
     finally:
         logger.removeHandler(log)
         stats.seconds = time.monotonic() - started
     return stats
 
 
-def _send(exporter: SpanExporter, batch: list[ReadableSpan], stats: ExportStats, log: _ExporterLog) -> None:
-    result = exporter.export(batch)
+#: How much longer than its timeout a request may take before it is abandoned (the exporter's own
+#: timeout, with its better reason, fires first when the server answers at all).
+TIMEOUT_GRACE = 1.0
+
+
+def _send(
+    exporter: SpanExporter,
+    batch: list[ReadableSpan],
+    stats: ExportStats,
+    log: _ExporterLog,
+    timeout: float | None = None,
+) -> None:
+    result, failure = _export_within(exporter, batch, timeout)
     if result is not SpanExportResult.SUCCESS:
-        reason = log.reason()
+        reason = failure or log.reason()
         raise ExportError(
             f"the backend did not accept {len(batch)} spans ({stats.sent} sent before)"
             + (f": {reason}" if reason else ""),
@@ -747,6 +809,34 @@ def _send(exporter: SpanExporter, batch: list[ReadableSpan], stats: ExportStats,
         )
     stats.sent += len(batch)
     stats.batches += 1
+
+
+def _export_within(
+    exporter: SpanExporter, batch: list[ReadableSpan], timeout: float | None
+) -> tuple[SpanExportResult, str | None]:
+    """``exporter.export(batch)``, abandoned after ``timeout`` (+ grace) seconds; the result and why it failed.
+
+    The request runs in a daemon thread: one stuck on a server that never
+    finishes its answer is left behind (the exporter's shutdown closes its
+    connection), and the caller goes on.
+    """
+    outcome: list[tuple[SpanExportResult, str | None]] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append((exporter.export(batch), None))
+        except Exception as exc:  # an exporter bug or an encoding error: one line, not a traceback
+            outcome.append((SpanExportResult.FAILURE, f"the exporter failed: {type(exc).__name__}: {exc}"))
+
+    if timeout is None:
+        attempt()
+    else:
+        worker = threading.Thread(target=attempt, name="spanjournal-export", daemon=True)
+        worker.start()
+        worker.join(timeout + TIMEOUT_GRACE)
+        if not outcome:
+            return SpanExportResult.FAILURE, f"no complete answer within {timeout:g}s"
+    return outcome[0]
 
 
 def resolve_target(
@@ -773,6 +863,44 @@ def resolve_target(
     chosen: Protocol = "grpc" if choice.protocol == "grpc" else "http/protobuf"
     url = choice.endpoint or (DEFAULT_GRPC_ENDPOINT if chosen == "grpc" else DEFAULT_HTTP_ENDPOINT)
     return chosen, url
+
+
+def endpoint_configured(endpoint: str | None = None, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether an endpoint is named (argument or ``OTEL_EXPORTER_OTLP[_TRACES]_ENDPOINT``), not the default."""
+    env = os.environ if environ is None else environ
+    return bool(endpoint or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
+def request_timeout(timeout: float | None = None, environ: Mapping[str, str] | None = None) -> float:
+    """Seconds per export request: ``timeout``, else ``OTEL_EXPORTER_OTLP_TRACES_TIMEOUT``, else
+    ``OTEL_EXPORTER_OTLP_TIMEOUT`` (seconds, as the Python exporters read them), else 10."""
+    if timeout is not None:
+        return timeout
+    env = os.environ if environ is None else environ
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
+        text = env.get(name)
+        if text:
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(f"{name}={text!r}: not a number of seconds") from None
+            if value > 0:
+                return value
+    return DEFAULT_TIMEOUT
+
+
+def protocol_hint(protocol: str, reason: str | None) -> str | None:
+    """A hint when a failure looks like the other OTLP protocol answered, else ``None``.
+
+    A gRPC request to an OTLP/HTTP port is answered ``UNIMPLEMENTED`` (an
+    HTTP/2 server with no such route) or by an HTTP/1 server.
+    """
+    if protocol == "grpc" and reason and ("UNIMPLEMENTED" in reason or "http1" in reason.lower()):
+        return (
+            "if it is an OTLP/HTTP endpoint, use --protocol http/protobuf"
+            " (or OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)"
+        )
+    return None
 
 
 def make_exporter(

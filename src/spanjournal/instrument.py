@@ -27,11 +27,13 @@ journal processor), the dispatch writes both events itself.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from contextvars import ContextVar, Token
@@ -46,9 +48,17 @@ from opentelemetry.util.types import AttributeValue
 
 from spanjournal import semconv
 from spanjournal.journal import JournalWriteError
-from spanjournal.processor import MAX_ERROR_CHARS, JournalSpanProcessor, _thread_state, bound_error, latest_processor
+from spanjournal.processor import MAX_ERROR_CHARS, JournalSpanProcessor, bound_error, latest_processor, start_outcomes
 
-__all__ = ["DispatchHandle", "DispatchSpan", "current_dispatch", "dispatch", "dispatch_span"]
+__all__ = [
+    "DispatchHandle",
+    "DispatchSpan",
+    "StartedDispatch",
+    "current_dispatch",
+    "dispatch",
+    "dispatch_span",
+    "start_dispatch",
+]
 
 logger = logging.getLogger("spanjournal")
 
@@ -71,6 +81,7 @@ _time_ns = time.time_ns
 _attach = context_api.attach
 _detach = context_api.detach
 _set_span_in_context = trace.set_span_in_context
+_take_start_outcome = start_outcomes.take
 
 
 class _Runtime:
@@ -389,13 +400,20 @@ def _warn_not_configured() -> None:
 # -- argument checks -----------------------------------------------------------------
 
 
+#: C0 controls, DEL and C1 controls: a chunk id holding one prints as something else (two ids, a
+#: cleared line) wherever ids are listed one per line, e.g. ``pending | xargs``.
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _check_chunk_id(value: object) -> str:
     if type(value) is str and value:
+        if _CONTROL_CHARACTER.search(value) is not None:
+            raise ValueError(f"chunk_id {value!r} contains a control character (newline, tab, NUL, ...)")
         return value
     if isinstance(value, bool) or value is None or value == "":
         raise ValueError(f"chunk_id must be a non-empty string, not {value!r}")
     if isinstance(value, (str, int)):
-        return str(value)
+        return _check_chunk_id(str(value))
     raise TypeError(f"chunk_id must be a string, not {type(value).__name__}")
 
 
@@ -554,9 +572,7 @@ class _Spec:
         runtime = _active or _runtime()
         chunk_id = self.chunk_id
         if type(chunk_id) is not str:
-            chunk_id = cast(_Resolver, chunk_id)(args, kwargs)
-            if type(chunk_id) is not str or not chunk_id:
-                chunk_id = _check_chunk_id(chunk_id)
+            chunk_id = _check_chunk_id(cast(_Resolver, chunk_id)(args, kwargs))
         attributes = self.attributes.copy()
         if self.dynamic:
             for key, resolve, check in self.dynamic:
@@ -575,14 +591,14 @@ class _Spec:
         if name is None:
             name = semconv.span_name(cast("str | None", attributes.get(semconv.GEN_AI_AGENT_NAME)))
         handle = DispatchHandle(chunk_id, runtime)
-        state = _thread_state
-        state.ticket = handle
-        try:
-            span = runtime.tracer.start_span(name, kind=_CLIENT, attributes=attributes)
-        finally:
-            state.ticket = None
+        span = runtime.tracer.start_span(name, kind=_CLIENT, attributes=attributes)
         handle.span = span
-        if not handle.journaled:
+        # A journal processor on the span's provider reports its outcome by span id (it may run on
+        # another thread); none did if the span is not recorded or no journal processor is there.
+        seen, handle.journal_error = _take_start_outcome(span.get_span_context().span_id)
+        if seen and handle.journal_error is None:
+            handle.journaled = True
+        else:
             handle._not_journaled(span, attributes, self.strict)
         handle._context_token = _attach(_set_span_in_context(span))
         handle._current_token = _current.set(handle)
@@ -766,3 +782,119 @@ def dispatch_span(
         )
     )
 
+
+# -- dispatches started and ended in different callbacks ------------------------------
+
+
+class StartedDispatch:
+    """A dispatch opened by :func:`start_dispatch`: ended by :meth:`end`, from any callback.
+
+    Frameworks that report "a unit starts" and "a unit ends" in two
+    callbacks (LangChain's ``on_chain_start``/``on_chain_end``, the OpenAI
+    Agents SDK's hooks and tracing processor) cannot wrap the unit in a
+    ``with`` block. The dispatch runs in a context of its own, so starting
+    it changes nothing in the caller's context (no current span, no
+    :func:`current_dispatch`); pass it as ``parent`` to dispatches it starts.
+    """
+
+    __slots__ = ("_context", "handle")
+
+    def __init__(self, handle: DispatchHandle, context: contextvars.Context) -> None:
+        #: The dispatch's handle (its span, ``journaled``, :meth:`DispatchHandle.record`).
+        self.handle = handle
+        self._context = context
+
+    @property
+    def chunk_id(self) -> str:
+        return self.handle.chunk_id
+
+    @property
+    def span(self) -> trace.Span:
+        return self.handle.span
+
+    @property
+    def ended(self) -> bool:
+        return self.handle._ended
+
+    def end(
+        self,
+        *,
+        success: bool | None = None,
+        error: str | BaseException | None = None,
+        error_type: str | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        tokens_used: int | None = None,
+        output_file: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """Write ``subagent_completed`` (through the span's end). A second call does nothing.
+
+        ``error`` as an exception fails the dispatch with its message and
+        type (as an exception escaping :func:`dispatch` does); as a string,
+        with that message.
+        """
+        handle = self.handle
+        if handle._ended:
+            return
+        if tokens_used is None and input_tokens is not None and output_tokens is not None:
+            tokens_used = input_tokens + output_tokens
+        exc = error if isinstance(error, BaseException) else None
+        handle.record(
+            success=success,
+            error=None if exc is not None or error is None else str(error),
+            error_type=error_type,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            tokens_used=tokens_used,
+            output_file=output_file,
+        )
+        self._context.run(handle._finish, exc)
+
+    def __repr__(self) -> str:
+        return f"<StartedDispatch {self.chunk_id!r} ended={self.ended}>"
+
+
+def start_dispatch(
+    chunk_id: str,
+    *,
+    parent: StartedDispatch | None = None,
+    task_description: str | None = None,
+    items_assigned: int | None = 1,
+    output_file: str | os.PathLike[str] | None = None,
+    batch: str | None = None,
+    agent_name: str | None = None,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    strict: bool = True,
+) -> StartedDispatch:
+    """Start a dispatch now and end it later with :meth:`StartedDispatch.end`.
+
+    The same span and events as :func:`dispatch_span`; the span is a child
+    of ``parent``'s span if given, else of the current span. ``strict``
+    raises :class:`~spanjournal.JournalWriteError` here when the dispatched
+    line could not be written.
+
+    >>> d = start_dispatch("case-001", agent_name="router")    # doctest: +SKIP
+    >>> d.end(input_tokens=1000, output_tokens=234)             # doctest: +SKIP
+    """
+    spec = _Spec(
+        chunk_id,
+        task_description=task_description,
+        items_assigned=items_assigned,
+        output_file=output_file,
+        batch=batch,
+        agent_name=agent_name,
+        attributes=attributes,
+        strict=strict,
+        target=None,
+    )
+    context = contextvars.copy_context()
+    parent_span = parent.handle.span if parent is not None else None
+    handle = context.run(_start_under, spec, parent_span)
+    return StartedDispatch(handle, context)
+
+
+def _start_under(spec: _Spec, parent_span: trace.Span | None) -> DispatchHandle:
+    """Start ``spec`` with ``parent_span`` as the current span (run inside a copied context)."""
+    if parent_span is not None:
+        _attach(_set_span_in_context(parent_span))
+    return spec.start((), {})

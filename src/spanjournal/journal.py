@@ -6,8 +6,13 @@ moment leaves a file every reader can use:
 - one ``os.write`` per event on an ``O_APPEND`` descriptor, under a thread
   lock and an advisory ``flock`` (several processes may share one file); a
   short write is continued under the same locks;
-- before the first append, a file that does not end in ``\\n`` (a torn tail
-  from an earlier crash) gets one, so a new event never glues onto a fragment;
+- before every append, under the ``flock``, a file that does not end in
+  ``\\n`` (a torn tail left by a writer that crashed mid-line: any process, at
+  any time) gets one, so a new event never glues onto a fragment. The check
+  costs one ``lseek``: the last byte is read only when the file's size is not
+  where this journal's own last write left it;
+- a forked child reopens the file (its own ``flock``) and drops the parent's
+  buffered events (the parent writes those);
 - a new file is created ``0600`` (it may hold prompts) and it and its
   directory are fsynced;
 - ``durability="fsync"`` (the default): the event is on disk when
@@ -72,7 +77,9 @@ class Journal:
         self.durability: Durability = durability
         self._failed: BaseException | None = None
         self._closed = False
-        self._tail_checked = False
+        # Where the file ended after this journal's own last write, if that ended
+        # a line: while the size is still this, no other writer came, no torn tail.
+        self._clean_end = -1
         self._buffer: list[bytes] = []
         self._buffered = 0
         # Group commit: _written counts events handed to the OS, _synced the
@@ -206,23 +213,26 @@ class Journal:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                if not self._tail_checked:
-                    self._repair_tail()
+                end = os.lseek(fd, 0, os.SEEK_END)  # the size; O_APPEND writes ignore the offset
+                if end != self._clean_end and end:
+                    end = self._repair_tail(end)
                 view = memoryview(data)
                 while view:
                     n = os.write(fd, view)
                     view = view[n:]
+                self._clean_end = end + len(data) if data.endswith(b"\n") else -1
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         except OSError as exc:
             self._fail(exc)
             raise JournalWriteError(exc.errno, f"cannot write to journal {self.path}: {exc.strerror}") from exc
 
-    def _repair_tail(self) -> None:
-        size = os.fstat(self._fd).st_size
-        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+    def _repair_tail(self, size: int) -> int:
+        """End a torn last line (a writer died mid-line); return the file's new size. Under ``flock``."""
+        if os.pread(self._fd, 1, size - 1) != b"\n":
             os.write(self._fd, b"\n")
-        self._tail_checked = True
+            size += 1
+        return size
 
     def _sync_through(self, seq: int) -> None:
         """Return once event number ``seq`` is covered by an fsync (group commit).
@@ -296,6 +306,33 @@ class Journal:
         self._meta_lock = threading.Lock()
         self._syncing = False
         self._waiters = []
+        # The parent writes what it buffered; written again here, it would be there twice.
+        self._buffer = []
+        self._buffered = 0
+        self._clean_end = -1
+        if not self._closed:
+            self._fd = self._reopen_in_child()
+
+    def _reopen_in_child(self) -> int:
+        """An open file description of the child's own: ``flock`` excludes per description.
+
+        A descriptor shared with the parent would let both hold "the" lock at
+        once. Kept (with that caveat) when the path no longer names the file.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        except OSError:
+            return self._fd
+        try:
+            mine, inherited = os.fstat(fd), os.fstat(self._fd)
+            same_file = (mine.st_dev, mine.st_ino) == (inherited.st_dev, inherited.st_ino)
+        except OSError:
+            same_file = False
+        if not same_file:
+            os.close(fd)
+            return self._fd
+        os.close(self._fd)
+        return fd
 
 
 class _Waiter:

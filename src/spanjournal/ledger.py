@@ -143,6 +143,11 @@ class Chunk:
         return output_path(self.output_file, self.cwd, root)
 
     @property
+    def task_description(self) -> str | None:
+        """What the chunk's latest dispatch said it was for."""
+        return self.dispatch.task_description if self.dispatch is not None else None
+
+    @property
     def last_ts(self) -> str | None:
         """The time of the latest event known for this chunk."""
         event = self.completion or self.dispatch or self.success

@@ -6,14 +6,22 @@ writes a ``subagent_dispatched`` line in ``on_start`` (durable, with the
 default ``fsync`` journal, before the agent runs) and a
 ``subagent_completed`` line in ``on_end``. Only dispatch spans, the ones
 that carry ``spanjournal.chunk_id`` from their start, are journaled; every
-other span passes through untouched. With ``journal_agent_spans=True`` spans
-of other instrumentations whose ``gen_ai.operation.name`` is
-``invoke_agent`` are journaled too.
+other span passes through untouched. With ``agent_spans=AgentSpans()`` the
+agent spans of other instrumentations are journaled as units too (see
+:mod:`spanjournal.agent_spans`).
+
+Lines are built as the schema's structs (:class:`~spanjournal.Dispatched`,
+:class:`~spanjournal.Completed`) and encoded by the schema's ``encode``: the
+schema is written in one place. Spans are read through the SDK's public
+``ReadableSpan`` API, or through its private fields where a check at import
+(:func:`private_fields_match_public_api`) showed they hold the same values;
+``SPANJOURNAL_SPAN_API=public`` forces the public API.
 
 The processor never raises into the code that starts or ends a span: a
 failed write is logged (the first one loudly), counted in
 :attr:`JournalSpanProcessor.errors`, and reported to the dispatch that
-caused it, which decides whether to refuse to run the agent (strict mode).
+caused it (keyed by span id, see :class:`StartOutcomes`), which decides
+whether to refuse to run the agent (strict mode).
 
 >>> from opentelemetry.sdk.trace import TracerProvider
 >>> from spanjournal.testing import MemoryJournal
@@ -39,16 +47,17 @@ from datetime import datetime, timezone, tzinfo
 from typing import Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import msgspec
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import StatusCode
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
 from spanjournal import semconv
 from spanjournal._process import self_identity
-from spanjournal._schema import COMPLETED, DISPATCHED, SCHEMA_VERSION
+from spanjournal._schema import Completed, Dispatched, encode
+from spanjournal.agent_spans import AgentSpans, UnitTracker
 from spanjournal.journal import Durability, Journal
 
 __all__ = [
@@ -189,19 +198,41 @@ class TimestampFormatter:
 _DIGITS3 = tuple(f"{i:03d}" for i in range(1000))
 
 
-class _StartTicket(Protocol):
-    """Filled by ``on_start`` for the dispatch that is starting a span on this thread."""
+class StartOutcomes:
+    """What ``on_start`` did with each dispatch span, keyed by span id, until the dispatch asks.
 
-    journaled: bool
-    journal_error: BaseException | None
+    The dispatch decorator starts a span and then asks here whether a journal
+    processor wrote its dispatched line, and with what error. Keyed by span
+    id, not by thread: the SDK may call ``on_start`` on another thread (its
+    ``ConcurrentMultiSpanProcessor`` does). An entry no dispatch asks for (a
+    span started by hand with ``spanjournal.chunk_id``) is dropped when the
+    span ends.
+    """
+
+    __slots__ = ("_outcomes",)
+
+    def __init__(self) -> None:
+        self._outcomes: dict[int, BaseException | None] = {}
+
+    def record(self, span_id: int, error: BaseException | None) -> None:
+        """A processor journaled (``error`` None) or failed to journal the span's start."""
+        outcomes = self._outcomes
+        if error is not None or span_id not in outcomes:
+            outcomes[span_id] = error
+
+    def take(self, span_id: int) -> tuple[bool, BaseException | None]:
+        """(whether a journal processor saw the span's start, its error) — asked once."""
+        outcomes = self._outcomes
+        if span_id in outcomes:
+            return True, outcomes.pop(span_id, None)
+        return False, None
+
+    def forget(self, span_id: int) -> None:
+        self._outcomes.pop(span_id, None)
 
 
-class _ThreadState(threading.local):
-    ticket: _StartTicket | None = None
-
-
-#: The dispatch starting a span on this thread, if any (set by spanjournal.instrument).
-_thread_state = _ThreadState()
+#: The outcome of journaling each dispatch span's start (read by spanjournal.instrument).
+start_outcomes = StartOutcomes()
 
 #: Processors not shut down, oldest first.
 _live: list[weakref.ref[JournalSpanProcessor]] = []
@@ -212,8 +243,9 @@ def latest_processor() -> JournalSpanProcessor | None:
     """The most recently created processor that is not shut down, if any.
 
     The dispatch decorator writes events through it when no processor saw
-    the span (the sampler dropped it, or the tracer's provider has no
-    journal processor) and :func:`spanjournal.configure` was not called.
+    the span (the tracer's provider has no journal processor, or a sampler
+    that is not :class:`~spanjournal.sampling.JournalSampler` dropped it) and
+    :func:`spanjournal.configure` was not called.
     """
     with _live_lock:
         refs = list(_live)
@@ -233,20 +265,24 @@ class JournalSpanProcessor(SpanProcessor):
     in is flushed at shutdown and left open for its owner to close.
 
     ``session_id`` is written on every event (a span attribute
-    ``spanjournal.session_id`` overrides it; default: a new UUID); ``tz`` is the time zone of the
-    ``ts`` field (default: local). ``journal_agent_spans`` also journals
-    spans of other instrumentations that carry ``gen_ai.operation.name =
-    "invoke_agent"`` at start; their chunk id is the attribute named by
-    ``agent_chunk_id_attribute`` if they carry it, else their span id.
+    ``spanjournal.session_id`` overrides it; default: a new UUID); ``tz`` is
+    the time zone of the ``ts`` field (default: local). ``agent_spans`` (an
+    :class:`~spanjournal.AgentSpans`) also journals the agent spans of other
+    instrumentations as units: which spans, and how their chunk ids are made,
+    is documented there.
 
     For users who build their own ``TracerProvider``::
 
-        provider = TracerProvider()
+        provider = TracerProvider(sampler=JournalSampler(your_sampler))
         provider.add_span_processor(JournalSpanProcessor("runs/bench.jsonl"))
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
 
     Thread safety: ``on_start``/``on_end`` may be called from any thread
-    concurrently; the journal serialises the writes. They never raise.
+    concurrently; the journal serialises the writes. They never raise: a
+    span processor cannot stop the code that starts a span, so for the agent
+    spans of other instrumentations a journal that cannot be written is
+    logged (naming the chunk) and counted in :attr:`errors`, and the agent
+    runs. Only ``@dispatch``/``dispatch_span`` refuse to run (strict mode).
     """
 
     def __init__(
@@ -256,8 +292,7 @@ class JournalSpanProcessor(SpanProcessor):
         session_id: str | None = None,
         tz: str | tzinfo | None = None,
         durability: Durability = "fsync",
-        journal_agent_spans: bool = False,
-        agent_chunk_id_attribute: str | None = None,
+        agent_spans: AgentSpans | None = None,
         max_error_chars: int = MAX_ERROR_CHARS,
     ) -> None:
         if isinstance(journal, (str, os.PathLike)):
@@ -266,12 +301,15 @@ class JournalSpanProcessor(SpanProcessor):
         else:
             self.journal = journal
             self._owns_journal = False
+        if agent_spans is not None and not isinstance(agent_spans, AgentSpans):
+            raise TypeError(f"agent_spans must be an AgentSpans, not {type(agent_spans).__name__}")
         self.session_id = session_id or str(uuid.uuid4())
         self.timestamps = TimestampFormatter(tz)
         #: Formats nanoseconds since the epoch as the journal's ``ts``.
         self.format_ts = self.timestamps.format
-        self.journal_agent_spans = journal_agent_spans
-        self.agent_chunk_id_attribute = agent_chunk_id_attribute
+        #: Which agent spans of other instrumentations are units (None: only dispatch spans).
+        self.agent_spans = agent_spans
+        self._units = UnitTracker(agent_spans) if agent_spans is not None else None
         self.max_error_chars = max_error_chars
         #: How many events could not be written (each one was logged).
         self.errors = 0
@@ -280,11 +318,8 @@ class JournalSpanProcessor(SpanProcessor):
         self._append = self.journal.append_bytes
         self._lock = threading.Lock()
         self._shutdown = False
-        self._agent_spans: set[int] = set()
         self._resource: Resource | None = None
         self._service_name: str | None = None
-        self._tails: dict[tuple[Any, ...], bytes] = {}
-        self._completion_tail: tuple[object, bytes] = (None, b"")
         with _live_lock:
             _live[:] = [r for r in _live if (p := r()) is not None and not p.is_shutdown]
             _live.append(weakref.ref(self))
@@ -292,68 +327,101 @@ class JournalSpanProcessor(SpanProcessor):
     # -- the SpanProcessor interface -------------------------------------------
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Write ``subagent_dispatched`` for a dispatch span. Never raises."""
+        """Write ``subagent_dispatched`` for a dispatch span or an agent unit. Never raises."""
         if self._shutdown:
             return
+        chunk_id: object = None
+        span_id = 0
+        dispatch = False
         try:
-            attrs = span._attributes
-            attrs = attrs._dict if type(attrs) is BoundedAttributes else _plain(attrs)
+            if _PRIVATE_FIELDS:
+                attrs = span._attributes
+                attrs = attrs._dict if type(attrs) is BoundedAttributes else _attributes(span)
+                context = span._context
+                parent = span._parent
+                start_ns = span._start_time
+                resource = span._resource
+            else:
+                attrs = _attributes(span)
+                context = span.context
+                parent = span.parent
+                start_ns = span.start_time
+                resource = span.resource
+            if context is None:
+                return
+            span_id = context.span_id
             chunk_id = attrs.get(_CHUNK_ID)
-            context = span._context
-            if chunk_id is None or context is None:
-                if context is None or not self.journal_agent_spans or not attrs:
+            parent_span_id = parent.span_id if parent is not None else None
+            agent = None
+            units = self._units
+            if chunk_id is not None:
+                dispatch = True
+                chunk_id = chunk_id if type(chunk_id) is str else str(chunk_id)
+                if units is not None:
+                    name = attrs.get(_AGENT)
+                    units.open_dispatch(span_id, parent_span_id, chunk_id, name if type(name) is str else None)
+            else:
+                if units is None:
                     return
-                if attrs.get(_OPERATION) != semconv.INVOKE_AGENT:
+                unit = units.start(span_id, parent_span_id, span.name, attrs)
+                if unit is None:
                     return
-                chunk_id = self._agent_chunk_id(attrs, context.span_id)
-                with self._lock:
-                    self._agent_spans.add(context.span_id)
-            parent = span._parent
-            resource = span._resource
-            line = self._dispatch_line(
-                chunk_id if type(chunk_id) is str else str(chunk_id),
-                span._start_time or 0,
-                context.trace_id,
-                context.span_id,
-                parent.span_id if parent is not None else 0,
-                attrs,
-                self._service_name if resource is self._resource else self._service_of(resource),
+                chunk_id, agent, parent_span_id = unit.chunk_id, unit.agent, unit.parent_span_id
+            self._append(
+                self._dispatch_line(
+                    chunk_id,
+                    start_ns or 0,
+                    context.trace_id,
+                    span_id,
+                    parent_span_id,
+                    attrs,
+                    self._service_name if resource is self._resource else self._service_of(resource),
+                    agent,
+                )
             )
-            self._append(line)
             error = None
         except Exception as exc:
-            error = self._failed(exc, "dispatched", span)
-        ticket = _thread_state.ticket
-        if ticket is not None:
-            if error is None:
-                ticket.journaled = True
-            else:
-                ticket.journal_error = error
+            error = self._failed(exc, "dispatched", chunk_id if chunk_id is not None else span)
+        if dispatch:
+            start_outcomes.record(span_id, error)
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Write ``subagent_completed`` for a dispatch span. Never raises."""
+        """Write ``subagent_completed`` for a dispatch span or an agent unit. Never raises."""
         if self._shutdown:
             return
+        chunk_id: object = None
         try:
-            attrs = span._attributes
-            attrs = attrs._dict if type(attrs) is BoundedAttributes else _plain(attrs)
+            if _PRIVATE_FIELDS:
+                attrs = span._attributes
+                attrs = attrs._dict if type(attrs) is BoundedAttributes else _attributes(span)
+                context = span._context
+                start_ns, end_ns, status = span._start_time, span._end_time, span._status
+            else:
+                attrs = _attributes(span)
+                context = span.context
+                start_ns, end_ns, status = span.start_time, span.end_time, span.status
+            if context is None:
+                return
             chunk_id = attrs.get(_CHUNK_ID)
-            context = span._context
-            if chunk_id is None or context is None:
-                if context is None or not self._agent_spans:
+            units = self._units
+            if chunk_id is not None:
+                start_outcomes.forget(context.span_id)
+                if units is not None:
+                    units.end(context.span_id)
+                chunk_id = chunk_id if type(chunk_id) is str else str(chunk_id)
+            else:
+                if units is None:
                     return
-                with self._lock:
-                    if context.span_id not in self._agent_spans:
-                        return
-                    self._agent_spans.discard(context.span_id)
-                chunk_id = self._agent_chunk_id(attrs, context.span_id)
-            status = span._status
+                unit = units.end(context.span_id)
+                if unit is None:
+                    return
+                chunk_id = unit.chunk_id
             failed = status.status_code is _ERROR
             self._append(
                 self._completion_line(
-                    chunk_id if type(chunk_id) is str else str(chunk_id),
-                    span._start_time or 0,
-                    span._end_time or 0,
+                    chunk_id,
+                    start_ns or 0,
+                    end_ns or 0,
                     context.trace_id,
                     context.span_id,
                     attrs,
@@ -362,7 +430,7 @@ class JournalSpanProcessor(SpanProcessor):
                 )
             )
         except Exception as exc:
-            self._failed(exc, "completed", span)
+            self._failed(exc, "completed", chunk_id if chunk_id is not None else span)
 
     def shutdown(self) -> None:
         """Flush the journal; close it if this processor opened it. Idempotent."""
@@ -405,13 +473,9 @@ class JournalSpanProcessor(SpanProcessor):
         attributes: Mapping[str, Any] | None,
         service_name: str | None = None,
     ) -> bytes:
-        """The ``subagent_dispatched`` line for a span with these start attributes.
-
-        Fields are those of :class:`~spanjournal.Dispatched`, in the order
-        the design document shows them; absent when unknown.
-        """
+        """The ``subagent_dispatched`` line for a span with these start attributes."""
         return self._dispatch_line(
-            chunk_id, start_ns, trace_id, span_id, parent_span_id or 0, attributes or _EMPTY, service_name
+            chunk_id, start_ns, trace_id, span_id, parent_span_id, attributes or _EMPTY, service_name, None
         )
 
     def completed_line(
@@ -426,10 +490,7 @@ class JournalSpanProcessor(SpanProcessor):
         success: bool,
         error: str | None = None,
     ) -> bytes:
-        """The ``subagent_completed`` line for a span that ended with these attributes.
-
-        Fields are those of :class:`~spanjournal.Completed`; absent when unknown.
-        """
+        """The ``subagent_completed`` line for a span that ended with these attributes."""
         return self._completion_line(chunk_id, start_ns, end_ns, trace_id, span_id, attributes, success, error)
 
     def _dispatch_line(
@@ -438,80 +499,53 @@ class JournalSpanProcessor(SpanProcessor):
         start_ns: int,
         trace_id: int,
         span_id: int,
-        parent_span_id: int,
+        parent_span_id: int | None,
         attributes: Mapping[str, Any],
         service_name: str | None,
+        agent: str | None,
     ) -> bytes:
         get = attributes.get
         session = get(_SESSION_ID)
         task = get(_TASK_DESCRIPTION)
-        batch = get(_BATCH)
-        agent = get(_AGENT)
         items = get(_ITEMS_ASSIGNED)
         output_file = get(_OUTPUT_FILE)
-        # The fields that repeat from dispatch to dispatch are encoded once per distinct set.
-        key = (task, batch, agent, items, service_name, self_identity(), _getcwd())
-        try:
-            tail = self._tails[key]
-        except KeyError:
-            tail = self._dispatch_tail(key)
-        except TypeError:  # an unhashable attribute value
-            tail = self._dispatch_tail(key, keep=False)
-        event: dict[str, Any] = {
-            "v": SCHEMA_VERSION,
-            "event": DISPATCHED,
-            "ts": self.format_ts(start_ns),
-            "session_id": (session if type(session) is str else _str_or_none(session)) or self.session_id,
-            "chunk_id": chunk_id,
-        }
-        if output_file is not None:
-            event["output_file"] = output_file if type(output_file) is str else str(output_file)
-        event["trace_id"] = trace_id.to_bytes(16, "big").hex()
-        event["span_id"] = span_id.to_bytes(8, "big").hex()
-        if parent_span_id:
-            event["parent_span_id"] = parent_span_id.to_bytes(8, "big").hex()
+        batch = get(_BATCH)
+        agent_attr = get(_AGENT)
+        extra = None
         known = (
             (session is not None)
             + (task is not None)
-            + (batch is not None)
-            + (agent is not None)
             + (items is not None)
             + (output_file is not None)
+            + (batch is not None)
+            + (agent_attr is not None)
             + (_CHUNK_ID in attributes)
             + (_OPERATION in attributes)
         )
         if len(attributes) > known:
-            extra = {k: v for k, v in attributes.items() if k not in _KNOWN_START_KEYS}
-            if extra:
-                event["attrs"] = extra
-        return _encode(event)[:-1] + tail
-
-    def _dispatch_tail(self, key: tuple[Any, ...], keep: bool = True) -> bytes:
-        """``,"task_description":…,"host":…}\n``: the end of a dispatched line for these values."""
-        task, batch, agent, items, service_name, (host, pid, proc_start), cwd = key
-        fields: dict[str, Any] = {}
-        if task is not None:
-            fields["task_description"] = _str_or_none(task)
-        if batch is not None:
-            fields["batch"] = _str_or_none(batch)
-        if agent is not None:
-            fields["agent"] = _str_or_none(agent)
-        if type(items) is int:
-            fields["items_assigned"] = items
-        fields["host"] = host
-        fields["pid"] = pid
-        if proc_start is not None:
-            fields["proc_start"] = proc_start
-        if cwd is not None:
-            fields["cwd"] = cwd
-        if service_name is not None:
-            fields["service_name"] = service_name
-        tail = b"," + _encode(fields)[1:] + b"\n"
-        if keep:
-            if len(self._tails) >= _TAIL_CACHE_SIZE:
-                self._tails.clear()
-            self._tails[key] = tail
-        return tail
+            extra = {k: v for k, v in attributes.items() if k not in _KNOWN_START_KEYS} or None
+        host, pid, proc_start = self_identity()
+        return encode(
+            Dispatched(
+                ts=self.format_ts(start_ns),
+                session_id=(session if type(session) is str else _str_or_none(session)) or self.session_id,
+                chunk_id=chunk_id,
+                task_description=task if type(task) is str else _str_or_none(task),
+                items_assigned=items if type(items) is int else None,
+                trace_id=f"{trace_id:032x}",
+                span_id=f"{span_id:016x}",
+                parent_span_id=f"{parent_span_id:016x}" if parent_span_id else None,
+                host=host,
+                pid=pid,
+                proc_start=proc_start,
+                output_file=output_file if type(output_file) is str else _str_or_none(output_file),
+                cwd=_getcwd(),
+                batch=batch if type(batch) is str else _str_or_none(batch),
+                agent=agent if agent is not None else _str_or_none(agent_attr),
+                service_name=service_name,
+                attrs=extra,
+            )
+        )
 
     def _completion_line(
         self,
@@ -525,44 +559,33 @@ class JournalSpanProcessor(SpanProcessor):
         error: str | None,
     ) -> bytes:
         get = attributes.get
-        session = get(_SESSION_ID)
-        event: dict[str, Any] = {
-            "v": SCHEMA_VERSION,
-            "event": COMPLETED,
-            "ts": self.format_ts(end_ns),
-            "session_id": (session if type(session) is str else _str_or_none(session)) or self.session_id,
-            "chunk_id": chunk_id,
-            "success": success,
-        }
-        value = get(_OUTPUT_FILE)
-        if value is not None:
-            event["output_file"] = value if type(value) is str else str(value)
-        if not success:
-            if error:
-                limit = self.max_error_chars
-                event["error"] = error if len(error) <= limit else bound_error(error, limit)
-            value = get(_ERROR_TYPE)
-            if value is not None:
-                event["error_type"] = value if type(value) is str else str(value)
-        value = get(_TOKENS_USED)
-        if type(value) is int:
-            event["tokens_used"] = value
-        value = get(_INPUT_TOKENS)
-        if type(value) is int:
-            event["input_tokens"] = value
-        value = get(_OUTPUT_TOKENS)
-        if type(value) is int:
-            event["output_tokens"] = value
-        if end_ns and start_ns:
-            event["duration_ms"] = (end_ns - start_ns) / 1e6
-        event["trace_id"] = trace_id.to_bytes(16, "big").hex()
-        event["span_id"] = span_id.to_bytes(8, "big").hex()
-        identity = self_identity()
-        cached = self._completion_tail
-        if cached[0] is not identity:
-            tail = b"," + _encode({"host": identity[0], "pid": identity[1]})[1:] + b"\n"
-            cached = self._completion_tail = (identity, tail)
-        return _encode(event)[:-1] + cached[1]
+        input_tokens = get(_INPUT_TOKENS)
+        output_tokens = get(_OUTPUT_TOKENS)
+        tokens_used = get(_TOKENS_USED)
+        if not success and error:
+            limit = self.max_error_chars
+            if len(error) > limit:
+                error = bound_error(error, limit)
+        host, pid, _ = self_identity()
+        return encode(
+            Completed(
+                ts=self.format_ts(end_ns),
+                session_id=_str_or_none(get(_SESSION_ID)) or self.session_id,
+                chunk_id=chunk_id,
+                success=success,
+                output_file=_str_or_none(get(_OUTPUT_FILE)),
+                error=error or None if not success else None,
+                error_type=None if success else _str_or_none(get(_ERROR_TYPE)),
+                tokens_used=tokens_used if type(tokens_used) is int else None,
+                input_tokens=input_tokens if type(input_tokens) is int else None,
+                output_tokens=output_tokens if type(output_tokens) is int else None,
+                duration_ms=(end_ns - start_ns) / 1e6 if end_ns and start_ns else None,
+                trace_id=f"{trace_id:032x}",
+                span_id=f"{span_id:016x}",
+                host=host,
+                pid=pid,
+            )
+        )
 
     def write(self, line: bytes, what: str, chunk_id: object) -> BaseException | None:
         """Append one line; return the error instead of raising it (it is logged and counted)."""
@@ -573,11 +596,6 @@ class JournalSpanProcessor(SpanProcessor):
         return None
 
     # -- internals -----------------------------------------------------------------
-
-    def _agent_chunk_id(self, attrs: Mapping[str, Any], span_id: int) -> str:
-        key = self.agent_chunk_id_attribute
-        value = attrs.get(key) if key else None
-        return str(value) if value is not None else f"{span_id:016x}"
 
     def _service_of(self, resource: Resource | None) -> str | None:
         if resource is None:
@@ -594,13 +612,21 @@ class JournalSpanProcessor(SpanProcessor):
             self.last_error = exc
             first = self.errors == 1
         if isinstance(about, ReadableSpan):
-            about = about.attributes.get(semconv.CHUNK_ID) if about.attributes else about.name
-        message = "spanjournal: could not journal %s event for %r (%d errors so far): %s"
+            about = f"span {about.name!r}"
+        message = "spanjournal: could not journal %s event for %s (%d errors so far): %s"
         if first:
-            logger.error(message, what, about, 1, exc, exc_info=not isinstance(exc, OSError))
+            logger.error(message, what, _describe(about), 1, exc, exc_info=not isinstance(exc, OSError))
         else:
-            logger.debug(message, what, about, self.errors, exc)
+            logger.debug(message, what, _describe(about), self.errors, exc)
         return exc
+
+
+def _describe(about: object) -> str:
+    if about is None:
+        return "the journal"
+    if isinstance(about, str) and not about.startswith("span "):
+        return f"chunk {about!r}"
+    return str(about)
 
 
 def _after_fork_in_child() -> None:
@@ -618,13 +644,51 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 _EMPTY: Mapping[str, Any] = {}
 
 
-def _plain(attributes: Any) -> Mapping[str, Any]:
-    """Span attributes as a mapping to read (the SDK's ``BoundedAttributes`` is read through its dict)."""
-    if attributes is None:
-        return _EMPTY
-    inner = getattr(attributes, "_dict", None)
-    mapping: Mapping[str, Any] = inner if type(inner) is dict else attributes
-    return mapping
+def _attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """A span's attributes, through the SDK's public API."""
+    attributes = span.attributes
+    return attributes if attributes is not None else _EMPTY
+
+
+def private_fields_match_public_api() -> bool:
+    """Whether the SDK's private span fields the processor reads hold what its public API returns.
+
+    The fast path reads ``_attributes`` (a ``BoundedAttributes``, through
+    its ``_dict``), ``_context``, ``_parent``, ``_start_time``,
+    ``_end_time``, ``_status`` and ``_resource``: the public properties copy
+    or wrap them on every access. Checked once, at import, on a real span of
+    the installed SDK; any difference, missing field or error means the
+    public API is used. Never raises.
+    """
+    try:
+        provider = TracerProvider(sampler=ALWAYS_ON, shutdown_on_exit=False)
+        parent = provider.get_tracer("spanjournal.probe").start_span("parent")
+        span: Any = provider.get_tracer("spanjournal.probe").start_span(
+            "probe", context=set_span_in_context(parent), attributes={_CHUNK_ID: "probe", "n": 1}
+        )
+        started = (
+            type(span._attributes) is BoundedAttributes
+            and type(span._attributes._dict) is dict
+            and span._attributes._dict == dict(span.attributes or {})
+            and span._context is span.context
+            and span._parent is span.parent
+            and span._parent is not None
+            and span._start_time == span.start_time
+            and span._resource is span.resource
+        )
+        span.set_status(Status(_ERROR, "probe"))
+        span.end()
+        parent.end()
+        ended = (
+            span._end_time == span.end_time
+            and span._end_time is not None
+            and span._status is span.status
+            and span._status.status_code is _ERROR
+        )
+        provider.shutdown()
+        return bool(started and ended)
+    except Exception:
+        return False
 
 
 _SESSION_ID = semconv.SESSION_ID
@@ -640,8 +704,6 @@ _AGENT = semconv.GEN_AI_AGENT_NAME
 _TOKENS_USED = semconv.TOKENS_USED
 _INPUT_TOKENS = semconv.GEN_AI_INPUT_TOKENS
 _OUTPUT_TOKENS = semconv.GEN_AI_OUTPUT_TOKENS
-_encode = msgspec.json.Encoder().encode
-_TAIL_CACHE_SIZE = 1024
 
 
 def _getcwd() -> str | None:
@@ -657,3 +719,7 @@ def _str_or_none(value: object) -> str | None:
     if value is None or type(value) is str:
         return value
     return str(value)
+
+
+#: Read spans through the SDK's private fields (checked against the public API once, here).
+_PRIVATE_FIELDS = private_fields_match_public_api() and os.environ.get("SPANJOURNAL_SPAN_API") != "public"

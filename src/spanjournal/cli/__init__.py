@@ -27,14 +27,14 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from spanjournal.cli._command import run_command
-
 #: Subcommand name -> the module that implements it, in ``--help`` order.
 SUBCOMMANDS: dict[str, str] = {
     "pending": "spanjournal.cli.pending",
     "reconcile": "spanjournal.cli.reconcile",
     "stats": "spanjournal.cli.stats",
     "export": "spanjournal.cli.export",
+    "claude-hook": "spanjournal.cli.claude_hook",
+    "claude-install": "spanjournal.cli.claude_install",
 }
 
 DESCRIPTION = """\
@@ -74,6 +74,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``spanjournal`` console script."""
     args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["claude-hook"]:  # runs inside Claude Code on every sub-agent call: the short way
+        from spanjournal.cli.claude_hook import hook_main
+
+        return hook_main(args_in[1:])
+    from spanjournal.cli._command import run_command
+
     only = args_in[0] if args_in and args_in[0] in SUBCOMMANDS else None
     args = build_parser(only).parse_args(args_in)
     return run_command(args)
@@ -81,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def pending_main(argv: Sequence[str] | None = None) -> int:
     """The ``pending`` console script: ``spanjournal pending``."""
+    from spanjournal.cli._command import run_command
     from spanjournal.cli.pending import standalone_parser
 
     args = standalone_parser().parse_args(sys.argv[1:] if argv is None else list(argv))

@@ -43,7 +43,13 @@ one recorded later by reconcile).
 Endpoint, protocol, headers and timeout also come from the standard
 OTEL_EXPORTER_OTLP_* and OTEL_EXPORTER_OTLP_TRACES_* variables; options win.
 The protocol and endpoint are chosen as spanjournal.configure() chooses them:
-grpc, or http/protobuf when the port is 4318; localhost when none is set.
+--protocol, else OTEL_EXPORTER_OTLP_TRACES_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL,
+else grpc, or http/protobuf when the port is 4318. With no endpoint set,
+localhost (4317 for grpc): when nothing listens there, it says so at once.
+A gRPC attempt answered UNIMPLEMENTED (an OTLP/HTTP port) gets a hint to use
+--protocol http/protobuf. --timeout bounds each request by the clock.
+Attempts whose time OTLP cannot carry (before 1970, after 2554) are skipped
+with a warning naming them; the rest is sent.
 
 stdout: with --dry-run, one line per span that would be sent.
 stderr: a one-line summary, and warnings for lines that were skipped.
@@ -105,7 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout",
         type=_positive_seconds,
         metavar="SECONDS",
-        help="give up on the backend after this long per request (default: OTEL_EXPORTER_OTLP_TIMEOUT, else 10)",
+        help="give up on a request after this long, whatever the backend does (default: "
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, OTEL_EXPORTER_OTLP_TIMEOUT, else 10)",
     )
     parser.add_argument("--batch-size", type=_positive_int, default=512, metavar="N", help="spans per request")
 
@@ -150,11 +157,27 @@ def run(args: argparse.Namespace) -> int:
         try:
             out = sys.stdout
             for span in export.journal_spans(files, service_name=service, only=only, stats=stats, progress=progress):
+                if not export.time_in_range(span):
+                    stats.skip_out_of_range(span)
+                    continue
                 out.write(export.describe_span(span) + "\n")
         finally:
             progress.close()
         _report(stats, files, err, f"would send {stats.summary()} to {url} ({protocol}); nothing sent")
         return EXIT_OK
+
+    try:
+        timeout = export.request_timeout(args.timeout)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if not export.endpoint_configured(args.endpoint):
+        refused = export.probe_endpoint(url, timeout=min(timeout, 2.0))
+        if refused:
+            err.write(
+                f"{args.prog}: error: no OTLP endpoint configured (--endpoint, or OTEL_EXPORTER_OTLP_ENDPOINT)"
+                f" and nothing listens at the default {url} ({protocol}): {refused} (nothing sent)\n"
+            )
+            return EXIT_EXPORT_FAILED
 
     with _quiet_exporter_logs():
         exporter, protocol, url = export.make_exporter(args.endpoint, args.protocol, timeout=args.timeout)
@@ -167,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 stats=stats,
                 progress=progress,
+                timeout=timeout,
             )
         except export.ExportError as exc:
             progress.close()
@@ -176,7 +200,12 @@ def run(args: argparse.Namespace) -> int:
                 cause = export.probe_endpoint(url) or cause
             reason = f": {cause}" if cause else ""
             sent = f"{plural(exc.sent, 'span')} sent before the failure" if exc.sent else "nothing sent"
-            err.write(f"{args.prog}: error: cannot send spans to {url} ({protocol}){reason} ({sent})\n")
+            hint = export.protocol_hint(protocol, cause)
+            err.write(
+                f"{args.prog}: error: cannot send spans to {url} ({protocol}){reason} ({sent})"
+                + (f"; {hint}" if hint else "")
+                + "\n"
+            )
             return EXIT_EXPORT_FAILED
         finally:
             progress.close()

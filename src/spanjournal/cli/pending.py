@@ -39,6 +39,7 @@ examples:
   pending runs/bench.jsonl
   pending runs/bench.jsonl | xargs -n1 python run_case.py
   pending runs/ --state failed --json
+  pending .claude/spanjournal/subagents.jsonl --describe
   pending runs/host-*.jsonl --expect cases.txt --exit-code || echo "work left"
 """
 
@@ -96,7 +97,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--json",
         action="store_true",
         help="print a JSON array of objects: chunk_id, state, attempts, last_error, error_type, "
-        "output_file, last_ts, trace_id",
+        "output_file, last_ts, trace_id, agent",
+    )
+    parser.add_argument(
+        "--describe", action="store_true", help="print each chunk id, a tab, and its task description"
     )
     parser.add_argument(
         "--exit-code", action="store_true", help="exit 1 when anything is pending (or nothing was ever dispatched)"
@@ -116,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
     ids, counts = select(ledger, wanted)
     if args.json:
         write_json(ledger, ids, sys.stdout)
+    elif args.describe and ids:
+        for start in range(0, len(ids), _JSON_PAGE):
+            chunks = ledger.chunks(ids[start : start + _JSON_PAGE])
+            sys.stdout.write("".join(f"{escape_id(c.chunk_id)}\t{_one_line(c.task_description)}\n" for c in chunks))
     elif ids:
         escaped = [escape_id(c) for c in ids]
         sys.stdout.write("\n".join(escaped) + "\n")
@@ -163,6 +171,10 @@ def summary(ids: list[str], counts: dict[ChunkState, int], wanted: Iterable[Chun
     return f"{head} ({', '.join(notes)})"
 
 
+def _one_line(text: str | None) -> str:
+    return " ".join(text.split()) if text else ""
+
+
 def _state_words(state: ChunkState) -> str:
     return state.value.replace("_", " ")
 
@@ -187,6 +199,7 @@ def _record(chunk: Chunk) -> dict[str, Any]:
         "output_file": chunk.output_file,
         "last_ts": chunk.last_ts,
         "trace_id": chunk.trace_id,
+        "agent": chunk.dispatch.agent if chunk.dispatch is not None else None,
     }
 
 

@@ -42,14 +42,25 @@ already exists and is valid, and record them done.
 
 For each unfinished chunk whose dispatch (or an earlier completion) names an
 output file, the file must
-  - be under --root (default: the journal's directory): paths with `..`,
-    absolute paths elsewhere and symlinks leading out are refused;
+  - be under the root: --root DIR if given, else under the journal's
+    directory or the working directory the dispatching process recorded
+    (cwd). A relative output path is taken from that recorded cwd (what it
+    meant to the process that wrote it), else from --root, else from the
+    journal's directory. Paths whose `..` leads out, absolute paths
+    elsewhere, and any symlink on the way (none is followed, at any level)
+    are refused;
   - be a regular file modified after the dispatch (not a previous run's);
-  - validate: json (one whole JSON document: a partial write fails),
-    jsonl (every line JSON, ending in a newline), nonempty, or
-    MODULE:FUNC, a function called with the file's pathlib.Path that
-    returns true for a valid file. Default: by extension (.json -> json,
+  - validate: json (one whole JSON document: a partial write fails; at
+    most 256 MiB, larger ones are left pending with that reason),
+    jsonl (every line JSON, ending in a newline; read in 1 MiB blocks),
+    nonempty, or MODULE:FUNC, a function called with a pathlib.Path that
+    opens the very file checked (on Linux /proc/self/fd/N) and returns
+    true for a valid file. Default: by extension (.json -> json,
     .jsonl/.ndjson -> jsonl, else nonempty).
+
+A chunk whose output cannot be used (missing: the path checked is shown;
+refused; invalid; unreadable) is left pending with the reason; the run goes
+on.
 
 Without --apply, prints what it would do and why. With --apply, appends one
 `subagent_completed` event per valid output (success: true, reconciled:
@@ -123,7 +134,11 @@ def register(subparsers: Subparsers) -> None:
         handler=run,
     )
     parser.add_argument("journal", metavar="JOURNAL", help="the journal file to check and append to")
-    parser.add_argument("--root", metavar="DIR", help="directory output paths are relative to and confined to")
+    parser.add_argument(
+        "--root",
+        metavar="DIR",
+        help="confine outputs to DIR (default: the journal's directory and each dispatch's recorded cwd)",
+    )
     parser.add_argument(
         "--validate",
         metavar="json|jsonl|nonempty|MODULE:FUNC",
@@ -137,12 +152,12 @@ def register(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     journal = _one_journal(args.journal)
-    root = Path(args.root) if args.root is not None else journal.parent
-    if not root.is_dir():
+    root = Path(args.root) if args.root is not None else None
+    if root is not None and not root.is_dir():
         raise CliError(f"--root {args.root}: not a directory")
     validation = resolve_validation(args.validate)
     read = read_journals([str(journal)], checkpoint=not args.no_checkpoint)
-    decisions = decide(read.ledger, root, validation)
+    decisions = decide(read.ledger, root, validation, journal_folder=journal.parent)
     valid = [d for d in decisions if d.verdict is Verdict.VALID]
     if args.apply and valid:
         append_completions(journal, valid)
@@ -167,13 +182,21 @@ def _one_journal(arg: str) -> Path:
 # -- deciding -------------------------------------------------------------
 
 
-def decide(ledger: Ledger, root: Path, validation: Validation) -> list[Decision]:
-    """A decision for every unfinished or running chunk, in ledger order."""
+def decide(ledger: Ledger, root: Path | None, validation: Validation, *, journal_folder: Path) -> list[Decision]:
+    """A decision for every unfinished or running chunk, in ledger order.
+
+    ``root`` (``--root``) confines every output; without it a chunk's output
+    must lie beneath its dispatch's recorded working directory or beneath
+    ``journal_folder``. A relative output path is taken from the recorded
+    working directory, else from the root (``--root``, else ``journal_folder``).
+    """
     out = []
     for chunk_id in ledger.pending([ChunkState.UNFINISHED, ChunkState.RUNNING]):
         chunk = ledger[chunk_id]
         if chunk.state is ChunkState.UNFINISHED:
-            out.append(check_chunk(chunk, root, validation))
+            cwd = _dispatch_cwd(chunk)
+            roots = [root] if root is not None else [journal_folder, *([cwd] if cwd is not None else [])]
+            out.append(check_chunk(chunk, roots, validation))
         else:
             d = chunk.dispatch
             where = f"pid {d.pid} on {d.host}" if d is not None else "its process"
@@ -181,114 +204,220 @@ def decide(ledger: Ledger, root: Path, validation: Validation) -> list[Decision]
     return out
 
 
-def check_chunk(chunk: Chunk, root: Path, validation: Validation) -> Decision:
+def _dispatch_cwd(chunk: Chunk) -> Path | None:
+    d = chunk.dispatch
+    return Path(d.cwd) if d is not None and d.cwd and os.path.isabs(d.cwd) else None
+
+
+def _output_path(chunk: Chunk, root: Path) -> Path | None:
+    """Where the chunk's output file is (:meth:`~spanjournal.ledger.Chunk.output_path`: a relative name
+    is taken from the dispatching process's working directory, else from ``root``), absolute and
+    normalised. Lexical: nothing is resolved."""
+    where = chunk.output_path(os.path.abspath(root))
+    return Path(os.path.normpath(os.path.abspath(where))) if where is not None else None
+
+
+def check_chunk(chunk: Chunk, roots: list[Path], validation: Validation) -> Decision:
+    """What to do with one unfinished chunk. Never raises for what a file or a line holds."""
     output = chunk.output_file
-    where = chunk.output_path(root)
-    if output is None or where is None:
+    if output is None:
         return Decision(chunk, Verdict.NO_OUTPUT, "no output file named in the journal")
-    # confine() takes a path under the root as relative to it, and an absolute one as it is
-    target = os.fspath(where) if where.is_absolute() and Path(output).is_absolute() else os.path.relpath(where, root)
-    path, refusal = confine(root, target)
-    if path is None:
-        return Decision(chunk, Verdict.REFUSED, f"refused: {refusal}", output)
+    if "\0" in output:
+        return Decision(chunk, Verdict.REFUSED, "refused: a NUL byte in the path", output)
+    try:
+        path = _output_path(chunk, roots[0])
+        assert path is not None
+        root, parts, refusal = confine(roots, path, output)
+        if root is None or parts is None:
+            return Decision(chunk, Verdict.REFUSED, f"refused: {refusal}", output)
+        fd, verdict, problem = open_beneath(root, parts)
+        if fd is None:
+            return Decision(chunk, verdict, problem, output)
+        try:
+            return _check_opened(chunk, fd, path, output, validation)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, OverflowError) as exc:  # a file or a field this run cannot use
+        return Decision(chunk, Verdict.INVALID, f"cannot check: {exc}", output)
+
+
+def _check_opened(chunk: Chunk, fd: int, path: Path, output: str, validation: Validation) -> Decision:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        return Decision(chunk, Verdict.INVALID, "not a regular file", output)
+    dispatched = _parse_ts(chunk.dispatch.ts if chunk.dispatch is not None else None)
+    if dispatched is not None and st.st_mtime < dispatched - MTIME_SLACK.total_seconds():
+        return Decision(chunk, Verdict.INVALID, "older than the dispatch (a previous run's file?)", output)
     name, check = validation.for_file(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return Decision(chunk, Verdict.MISSING, f"output file missing (looked for at {where})", output)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return Decision(chunk, Verdict.REFUSED, "refused: the output file became a symlink", output)
-        return Decision(chunk, Verdict.INVALID, f"cannot open: {exc.strerror}", output)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return Decision(chunk, Verdict.INVALID, "not a regular file", output)
-        modified = datetime.fromtimestamp(st.st_mtime, timezone.utc).astimezone()
-        dispatched = _parse_ts(chunk.dispatch.ts if chunk.dispatch is not None else None)
-        if dispatched is not None and modified < dispatched - MTIME_SLACK:
-            return Decision(chunk, Verdict.INVALID, "older than the dispatch (a previous run's file?)", output)
-        ok, why = check(path, fd)
-    finally:
-        os.close(fd)
+    ok, why = check(_opened_path(fd, path), fd)
     if not ok:
         return Decision(chunk, Verdict.INVALID, f"invalid ({name}): {why}", output, name)
+    try:
+        modified: datetime | None = datetime.fromtimestamp(st.st_mtime, timezone.utc).astimezone()
+    except (OverflowError, OSError, ValueError):  # a modification time no datetime holds
+        modified = None
     return Decision(chunk, Verdict.VALID, f"valid ({name})", output, name, finished_at=modified)
 
 
-def confine(root: Path, output_file: str) -> tuple[Path | None, str]:
-    """The real path of ``output_file`` if it stays under ``root``, else ``(None, why)``.
+def confine(roots: list[Path], path: Path, output_file: str) -> tuple[Path | None, list[str] | None, str]:
+    """The first of ``roots`` that ``path`` (``output_file`` made absolute, normalised) lies beneath,
+    and its components below it; else ``(None, None, why)``.
 
-    Relative paths are taken from ``root``. Refused: a ``..`` that climbs
-    out, an absolute path elsewhere, a symlink (anywhere on the path) that
-    leads out.
+    Lexical only: the components are then opened one by one from the root
+    with no symlink followed (:func:`open_beneath`).
     """
-    if "\0" in output_file:
-        return None, "a NUL byte in the path"
-    lexical_root = Path(os.path.abspath(root))
-    real_root = root.resolve()
-    given = Path(output_file)
-    if given.is_absolute():
-        lexical = Path(os.path.normpath(given))
-        if not (lexical.is_relative_to(lexical_root) or lexical.is_relative_to(real_root)):
-            return None, "absolute path outside the root"
-    else:
-        lexical = Path(os.path.normpath(lexical_root / given))
-        if not lexical.is_relative_to(lexical_root):
-            return None, "'..' leads outside the root"
-    real = (real_root / given).resolve() if not given.is_absolute() else given.resolve()
-    if not real.is_relative_to(real_root):
-        return None, "a symlink leads outside the root"
-    return real, ""
+    for root in roots:
+        for base in (Path(os.path.abspath(root)), Path(os.path.realpath(root))):
+            if path.is_relative_to(base):
+                parts = list(path.relative_to(base).parts)
+                if parts:
+                    return root, parts, ""
+    where = " or ".join(str(r) for r in roots)
+    if os.path.isabs(output_file):
+        return None, None, f"absolute path outside the root {where}"
+    if ".." in Path(output_file).parts:
+        return None, None, f"'..' leads outside the root: {path}"
+    return None, None, f"{path} is outside the root {where}"
 
 
-def _parse_ts(ts: str | None) -> datetime | None:
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
+
+
+def open_beneath(root: Path, parts: list[str]) -> tuple[int | None, Verdict, str]:
+    """Open ``root/parts...`` walking one component at a time, following no symlink at any level.
+
+    Returns ``(fd, VALID, "")``, or ``(None, verdict, why)`` with the path
+    checked in ``why``. What was opened is what gets checked: renaming or
+    swapping a directory for a symlink meanwhile can make the output missing
+    or refused, never lead elsewhere.
+    """
+    shown = Path(os.path.abspath(root), *parts)
+    try:
+        current = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        return None, Verdict.INVALID, f"cannot open the root {root}: {exc.strerror}"
+    try:
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            try:
+                opened = os.open(part, _FILE_FLAGS if last else _DIRECTORY_FLAGS, dir_fd=current)
+            except FileNotFoundError:
+                return None, Verdict.MISSING, f"output file missing: {shown}"
+            except OSError as exc:
+                here = Path(os.path.abspath(root), *parts[: depth + 1])
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK) and _is_symlink(current, part):
+                    return None, Verdict.REFUSED, f"refused: a symlink on the way: {here} (none is followed)"
+                if exc.errno == errno.ENOTDIR:
+                    return None, Verdict.MISSING, f"output file missing: {shown} ({here} is not a directory)"
+                return None, Verdict.INVALID, f"cannot open {here}: {exc.strerror}"
+            os.close(current)
+            current = opened
+        fd, current = current, -1
+        return fd, Verdict.VALID, ""
+    finally:
+        if current >= 0:
+            os.close(current)
+
+
+def _is_symlink(directory_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=directory_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _opened_path(fd: int, path: Path) -> Path:
+    """A path that opens the very file behind ``fd`` (Linux: ``/proc/self/fd/N``), for MODULE:FUNC validators."""
+    proc = Path(f"/proc/self/fd/{fd}")
+    return proc if proc.exists() else path
+
+
+def _parse_ts(ts: str | None) -> float | None:
+    """A dispatch ``ts`` as a POSIX time, or ``None`` when absent or unreadable."""
     if not ts:
         return None
     try:
         parsed = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
+        return (parsed if parsed.tzinfo is not None else parsed.astimezone()).timestamp()
+    except (ValueError, OverflowError, OSError):
         return None
-    return parsed if parsed.tzinfo is not None else parsed.astimezone()
 
 
 # -- validating -----------------------------------------------------------
 
+#: The largest single JSON document ``--validate json`` reads (it is read whole; JSON Lines are streamed).
+MAX_JSON_BYTES = 256 << 20
+_BLOCK = 1 << 20
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while block := os.read(fd, 1 << 20):
-        chunks.append(block)
-    return b"".join(chunks)
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.0f} MiB"
+
+
+def _too_big(size: int) -> tuple[bool, str]:
+    return False, (
+        f"{_mib(size)}: over the {_mib(MAX_JSON_BYTES)} limit for one JSON document, not validated"
+        " (--validate nonempty or MODULE:FUNC to accept it)"
+    )
 
 
 def validate_json(path: Path, fd: int) -> tuple[bool, str]:
-    """One whole JSON document: a write cut short does not parse."""
-    data = _read_all(fd)
-    if not data.strip():
+    """One whole JSON document: a write cut short does not parse. At most MAX_JSON_BYTES, read once."""
+    size = os.fstat(fd).st_size
+    if size > MAX_JSON_BYTES:
+        return _too_big(size)
+    buf = bytearray(size + 1)  # one more: a file still growing shows up
+    view = memoryview(buf)
+    filled = 0
+    while filled < len(buf) and (n := os.readv(fd, [view[filled:]])):
+        filled += n
+    if filled > size:
+        return False, "the file grew while it was read (still being written?)"
+    data = view[:filled]
+    if not filled or (filled <= _BLOCK and bytes(data).isspace()):
         return False, "empty file"
     try:
-        msgspec.json.decode(data)
+        msgspec.json.decode(data, type=msgspec.Raw)  # checks the syntax, builds nothing
     except msgspec.DecodeError as exc:
         return False, str(exc)
     return True, ""
 
 
 def validate_jsonl(path: Path, fd: int) -> tuple[bool, str]:
-    """JSON Lines: at least one line, every line JSON, the last one ended by a newline."""
-    data = _read_all(fd)
-    if not data.strip():
-        return False, "empty file"
-    if not data.endswith(b"\n"):
+    """JSON Lines: at least one line, every line JSON, the last one ended by a newline. Streamed."""
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
         return False, "last line not terminated (a write cut short?)"
-    for number, line in enumerate(data.split(b"\n")[:-1], start=1):
-        if not line.strip():
+    number = 0
+    seen_json = False
+    tail = bytearray()  # the line still being read
+    offset = 0
+    while block := os.pread(fd, _BLOCK, offset):
+        offset += len(block)
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            tail += block
+            if len(tail) > MAX_JSON_BYTES:
+                return False, f"line {number + 1}: over the {_mib(MAX_JSON_BYTES)} limit for one line"
             continue
-        try:
-            msgspec.json.decode(line)
-        except msgspec.DecodeError as exc:
-            return False, f"line {number}: {exc}"
-    return True, ""
+        text: bytes | bytearray = block[:cut]
+        if tail:
+            tail += text
+            text, tail = tail, bytearray()
+        tail += block[cut + 1 :]
+        for line in text.split(b"\n"):
+            number += 1
+            if not line.strip():
+                continue
+            try:
+                msgspec.json.decode(line, type=msgspec.Raw)
+            except msgspec.DecodeError as exc:
+                return False, f"line {number}: {exc}"
+            seen_json = True
+    if tail:
+        return False, "last line not terminated (a write cut short?)"
+    return (True, "") if seen_json else (False, "empty file")
 
 
 def validate_nonempty(path: Path, fd: int) -> tuple[bool, str]:
@@ -425,7 +554,7 @@ def summary(decisions: list[Decision], *, applied: bool) -> str:
         head += ": run again with --apply to record them done"
     notes = []
     if refused:
-        notes.append(f"{refused} refused: outside the root")
+        notes.append(f"{refused} refused: outside the root or through a symlink")
     running = len(decisions) - len(unfinished)
     if running:
         notes.append(f"{running} still running")
