@@ -383,3 +383,38 @@ def test_a_checkpoint_damaged_where_it_is_read_late_is_one_error_then_rebuilt(tm
     )
     assert not saved.exists()
     assert run_in_process(["stats", str(journal), "--json"]) == expected
+
+
+def test_stats_from_a_checkpoint_looks_for_output_files_where_a_full_read_does(tmp_path: Path) -> None:
+    """The totals kept for done chunks hold their output files by directory: same rows, same paths."""
+    work, runs = tmp_path / "work", tmp_path / "runs"
+    (work / "out").mkdir(parents=True)
+    runs.mkdir()
+    (work / "out" / "there.json").write_text("{}")
+    (runs / "root.json").write_text("{}")
+    outputs = {
+        "cwd-there": ("out/there.json", str(work)),
+        "cwd-gone": ("out/gone.json", str(work)),
+        "root-there": ("root.json", None),
+        "root-gone": ("nested/gone.json", None),
+        "absolute-gone": (str(tmp_path / "abs" / "gone.json"), str(work)),
+        "top-gone": ("/gone-at-the-top.json", None),
+    }
+    lines = []
+    for i, (chunk, (output, cwd)) in enumerate(outputs.items()):
+        lines.append(encode(Dispatched(chunk_id=chunk, span_id=f"s{i}", output_file=output, cwd=cwd, **DEAD)))  # type: ignore[arg-type]
+        lines.append(encode(Completed(chunk_id=chunk, span_id=f"s{i}", success=True)))
+    journal = runs / "run.jsonl"
+    journal.write_bytes(b"".join(lines))
+    expected = run_in_process(["stats", str(journal), "--json", "--no-checkpoint"])
+    run_in_process(["pending", str(journal)])  # saves the checkpoint
+    assert run_in_process(["stats", str(journal), "--json"]) == expected
+    missing = json.loads(expected[1])["missing_outputs"]
+    assert sorted((m["chunk_id"], m["path"]) for m in missing) == sorted(
+        [
+            ("cwd-gone", f"{work}/out/gone.json"),
+            ("root-gone", f"{runs}/nested/gone.json"),
+            ("absolute-gone", str(tmp_path / "abs" / "gone.json")),
+            ("top-gone", "/gone-at-the-top.json"),
+        ]
+    )
