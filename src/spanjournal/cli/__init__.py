@@ -35,6 +35,7 @@ SUBCOMMANDS: dict[str, str] = {
     "reconcile": "spanjournal.cli.reconcile",
     "stats": "spanjournal.cli.stats",
     "export": "spanjournal.cli.export",
+    "report": "spanjournal.cli.report",
 }
 
 DESCRIPTION = """\
