@@ -419,7 +419,8 @@ def page_template() -> str:
 
 def render_page(data: ReportData) -> bytes:
     """The whole page: the template with the data embedded as JSON (safe inside ``<script>``)."""
-    payload = msgspec.json.encode(data).replace(b"</", b"<\\/").replace(b"<!--", b"<\\!--")
+    # "<" only occurs inside JSON strings, where \u003c means the same: no "</script>" or "<!--" can end the element
+    payload = msgspec.json.encode(data).replace(b"<", b"\\u003c")
     template = page_template()
     head, sep, tail = template.partition(DATA_PLACEHOLDER)
     if not sep:
