@@ -46,7 +46,9 @@ def _ts(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, ZONE).isoformat(timespec="microseconds")
 
 
-def write_large_run(path: Path, chunks: int = 100_000, *, batches: int = 100, workers: int = 64, seed: int = 7) -> LargeRun:
+def write_large_run(
+    path: Path, chunks: int = 100_000, *, batches: int = 100, workers: int = 64, seed: int = 7
+) -> LargeRun:
     rng = random.Random(seed)
     per_batch = max(1, chunks // batches)
     ids = [chunk_name(n, per_batch) for n in range(chunks)]
@@ -59,7 +61,9 @@ def write_large_run(path: Path, chunks: int = 100_000, *, batches: int = 100, wo
         order += 1
         lines.append((t, order, line))
 
-    def session(sid: str, pid: int, todo: list[int], start: float, cliff: int | None, crash_at: int | None) -> tuple[float, list[int], list[int]]:
+    def session(
+        sid: str, pid: int, todo: list[int], start: float, cliff: int | None, crash_at: int | None
+    ) -> tuple[float, list[int], list[int]]:
         """Run ``todo``; return (last event time, failed, cut off) chunk indexes."""
         slots = [start] * workers
         heapq.heapify(slots)
@@ -81,11 +85,26 @@ def write_large_run(path: Path, chunks: int = 100_000, *, batches: int = 100, wo
             chunk = ids[n]
             span = f"{rng.getrandbits(64):016x}"
             trace = f"{rng.getrandbits(128):032x}"
-            emit(begin, encode(Dispatched(
-                ts=_ts(begin), session_id=sid, chunk_id=chunk, task_description=f"Case {n}: route the prompt",
-                items_assigned=1, trace_id=trace, span_id=span, host="bench-host", pid=pid, proc_start=1000 + pid,
-                output_file=f"responses/{n:06d}.json", batch=f"batch-{n // per_batch:03d}", agent=AGENTS[n % len(AGENTS)],
-            )))
+            emit(
+                begin,
+                encode(
+                    Dispatched(
+                        ts=_ts(begin),
+                        session_id=sid,
+                        chunk_id=chunk,
+                        task_description=f"Case {n}: route the prompt",
+                        items_assigned=1,
+                        trace_id=trace,
+                        span_id=span,
+                        host="bench-host",
+                        pid=pid,
+                        proc_start=1000 + pid,
+                        output_file=f"responses/{n:06d}.json",
+                        batch=f"batch-{n // per_batch:03d}",
+                        agent=AGENTS[n % len(AGENTS)],
+                    )
+                ),
+            )
             run.attempts += 1
             in_flight.append((end, n, span, trace, duration, fails))
             if fails:
@@ -97,15 +116,44 @@ def write_large_run(path: Path, chunks: int = 100_000, *, batches: int = 100, wo
                 continue
             chunk = ids[n]
             if fails:
-                emit(end, encode(Completed(
-                    ts=_ts(end), session_id=sid, chunk_id=chunk, success=False, error=QUOTA_ERROR,
-                    error_type="QuotaError", duration_ms=duration * 1000, trace_id=trace, span_id=span,
-                    host="bench-host", pid=pid)))
+                emit(
+                    end,
+                    encode(
+                        Completed(
+                            ts=_ts(end),
+                            session_id=sid,
+                            chunk_id=chunk,
+                            success=False,
+                            error=QUOTA_ERROR,
+                            error_type="QuotaError",
+                            duration_ms=duration * 1000,
+                            trace_id=trace,
+                            span_id=span,
+                            host="bench-host",
+                            pid=pid,
+                        )
+                    ),
+                )
             else:
-                emit(end, encode(Completed(
-                    ts=_ts(end), session_id=sid, chunk_id=chunk, success=True, output_file=f"responses/{n:06d}.json",
-                    input_tokens=900 + n % 200, output_tokens=150, duration_ms=duration * 1000, trace_id=trace,
-                    span_id=span, host="bench-host", pid=pid)))
+                emit(
+                    end,
+                    encode(
+                        Completed(
+                            ts=_ts(end),
+                            session_id=sid,
+                            chunk_id=chunk,
+                            success=True,
+                            output_file=f"responses/{n:06d}.json",
+                            input_tokens=900 + n % 200,
+                            output_tokens=150,
+                            duration_ms=duration * 1000,
+                            trace_id=trace,
+                            span_id=span,
+                            host="bench-host",
+                            pid=pid,
+                        )
+                    ),
+                )
             last = max(last, end)
         if crash_time is not None:
             last = max(last, crash_time)
@@ -117,7 +165,7 @@ def write_large_run(path: Path, chunks: int = 100_000, *, batches: int = 100, wo
     end1, failed1, cut1 = session(s1, 4242, first, START, int(chunks * 0.55), int(chunks * 0.70))
     dispatched1 = int(chunks * 0.70)
     retry = sorted(set(failed1) | set(cut1)) + list(range(dispatched1, int(chunks * 0.95)))
-    end2, failed2, cut2 = session(s2, 4343, retry, end1 + 600, None, None)
+    _, failed2, _ = session(s2, 4343, retry, end1 + 600, None, None)
     run.cut_off = {ids[n] for n in cut1}
     run.pending = {ids[n] for n in range(int(chunks * 0.95), chunks)} | {ids[n] for n in failed2}
     lines.sort()

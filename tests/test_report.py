@@ -69,7 +69,7 @@ def test_each_attempt_is_a_bar_coloured_by_its_outcome(crashed_run: Path) -> Non
         "c7": ["failed"],
         "c5": ["running"],
     }
-    assert (DONE, FAILED, CUT_OFF, RUNNING, RECONCILED) == tuple(OUTCOMES.index(o) for o in OUTCOMES)
+    assert tuple(OUTCOMES.index(o) for o in OUTCOMES) == (DONE, FAILED, CUT_OFF, RUNNING, RECONCILED)
 
 
 def test_cut_off_attempts_end_at_the_last_event_of_their_session(crashed_run: Path) -> None:
@@ -116,7 +116,9 @@ def test_failures_by_error_type_and_tokens_by_batch_and_agent(crashed_run: Path)
 
 
 def test_a_journal_without_offsets_reads_as_utc(tmp_path: Path) -> None:
-    path = write_journal(tmp_path / "j.jsonl", [dispatched("c1", ts="2026-05-27T13:22:01"), completed("c1", ts="2026-05-27T13:22:09")])
+    path = write_journal(
+        tmp_path / "j.jsonl", [dispatched("c1", ts="2026-05-27T13:22:01"), completed("c1", ts="2026-05-27T13:22:09")]
+    )
     data = build(read_ledger(path), files=[str(path)], title="t")
     assert (data.offset, data.offset_minutes) == ("+00:00", 0)
 
@@ -146,7 +148,16 @@ def test_the_page_loads_nothing_from_anywhere(crashed_run: Path, tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{out}\n"
     page = out.read_text()
-    for needle in (r"\bsrc\s*=", r"\bhref\s*=", r"<link\b", r"@import", r"url\(", r"fetch\(", r"XMLHttpRequest", r"import\("):
+    for needle in (
+        r"\bsrc\s*=",
+        r"\bhref\s*=",
+        r"<link\b",
+        r"@import",
+        r"url\(",
+        r"fetch\(",
+        r"XMLHttpRequest",
+        r"import\(",
+    ):
         assert not re.search(needle, page), f"{needle!r} in the page"
     assert not re.search(r"https?://", page), "the page names a URL"
     data = embedded(out.read_bytes())
@@ -173,5 +184,7 @@ def test_bad_input_is_one_line_and_exit_2(crashed_run: Path, tmp_path: Path) -> 
 def test_help_explains_and_shows_examples() -> None:
     result = run("spanjournal", "report", "--help")
     assert result.returncode == 0
-    assert "self-contained HTML" in result.stdout and "spanjournal report runs/bench.jsonl -o report.html" in result.stdout
+    assert (
+        "self-contained HTML" in result.stdout and "spanjournal report runs/bench.jsonl -o report.html" in result.stdout
+    )
     assert "report" in run("spanjournal", "--help").stdout

@@ -76,7 +76,9 @@ class DemoRun:
     def cut_off(self) -> set[str]:
         """Chunks with a dispatch no completion of any kind (reconciled included) answers."""
         completed = {e["span_id"] for e in self.lines if e["event"] == "subagent_completed"}
-        return {e["chunk_id"] for e in self.lines if e["event"] == "subagent_dispatched" and e["span_id"] not in completed}
+        return {
+            e["chunk_id"] for e in self.lines if e["event"] == "subagent_dispatched" and e["span_id"] not in completed
+        }
 
     def writer_stopped(self) -> str:
         """The crashed session's last own event, as the page should print it (the journal's +08:00)."""
@@ -92,7 +94,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     directory = tmp_path_factory.mktemp("demo")
     env = env_without_otel(SPANJOURNAL_TZ="Asia/Kuala_Lumpur")
     crash = subprocess.run(
-        [sys.executable, str(BENCHMARK), "--dir", "."], cwd=directory, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, str(BENCHMARK), "--dir", "."],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert crash.returncode == 3, crash.stdout + crash.stderr
     assert run("spanjournal", "reconcile", "journal.jsonl", "--apply", cwd=directory).returncode == 0
@@ -101,7 +108,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     return DemoRun(directory)
 
 
-ROW = re.compile(r'<div class="row[^"]*" role="row" data-chunk="\d+" data-state="(\w+)"[^>]*><span class="mono" title="([^"]*)"')
+ROW = re.compile(
+    r'<div class="row[^"]*" role="row" data-chunk="\d+" data-state="(\w+)"[^>]*><span class="mono" title="([^"]*)"'
+)
 
 
 def rows_in(dom: str, list_id: str) -> list[tuple[str, str]]:
@@ -140,7 +149,9 @@ def test_the_rendered_page_shows_pending_chunks_cut_off_attempts_and_the_timelin
 
 def test_a_screenshot_shows_the_timeline_in_its_colours(demo: DemoRun, tmp_path: Path) -> None:
     shot = tmp_path / "report.png"
-    result = run_headless(["--window-size=1400,1000", "--virtual-time-budget=5000", f"--screenshot={shot}", demo.report.as_uri()])
+    result = run_headless(
+        ["--window-size=1400,1000", "--virtual-time-budget=5000", f"--screenshot={shot}", demo.report.as_uri()]
+    )
     assert shot.exists(), result.stderr[-2000:]
     width, height, rows = png_pixels(shot.read_bytes())
     assert (width, height) == (1400, 1000)
@@ -182,7 +193,10 @@ def test_a_filter_typed_into_the_page_narrows_the_list(demo: DemoRun, browser: C
     assert browser.evaluate("document.getElementById('timeline').dataset.rows") == "10"  # batch-3's ten chunks
     assert browser.evaluate("location.hash") == "#q=batch-3"
     # a state chosen from the page's own select narrows it further
-    browser.evaluate("(() => { const s = document.getElementById('state'); s.value = 'failed'; s.dispatchEvent(new Event('change')); })()")
+    browser.evaluate(
+        "(() => { const s = document.getElementById('state'); s.value = 'failed';"
+        " s.dispatchEvent(new Event('change')); })()"
+    )
     failed = [c["chunk_id"] for c in demo.pending if c["chunk_id"].startswith("batch-3-") and c["state"] == "failed"]
     browser.wait_for(f"JSON.stringify({PENDING_ROWS}) === {js_list(failed)}")
 
@@ -215,7 +229,8 @@ def test_a_100000_chunk_report_opens_aggregated_and_scrolls(large: tuple[LargeRu
     browser.evaluate("document.getElementById('chunks-list').scrollTop = 1e9")
     last = "batch-099-case-099999"
     browser.wait_for(
-        f"[...document.querySelectorAll('#chunks-list .row[data-chunk]')].some(r => r.firstChild.textContent === '{last}')"
+        "[...document.querySelectorAll('#chunks-list .row[data-chunk]')]"
+        f".some(r => r.firstChild.textContent === '{last}')"
     )
     pending = browser.evaluate("document.getElementById('pending-title').textContent")
     assert pending.startswith(f"Pending: {len(made.pending):,} chunks to retry")
