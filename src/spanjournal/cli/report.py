@@ -223,29 +223,19 @@ class _Clock:
 
     def __init__(self) -> None:
         self.offset: timedelta | None = None
-        self._cache: dict[str, float | None] = {}
 
     def __call__(self, ts: str | None) -> float | None:
         if not ts:
             return None
         try:
-            return self._cache[ts]
-        except KeyError:
-            pass
-        try:
             moment = datetime.fromisoformat(ts)
         except ValueError:
-            ms = None
-        else:
-            if moment.tzinfo is None:  # no offset: read as UTC, shown as written
-                ms = moment.replace(tzinfo=timezone.utc).timestamp() * 1000
-            else:
-                if self.offset is None:
-                    self.offset = moment.utcoffset()
-                ms = moment.timestamp() * 1000
-        if len(self._cache) < 4096:
-            self._cache[ts] = ms
-        return ms
+            return None
+        if moment.tzinfo is None:  # no offset: read as UTC
+            return moment.replace(tzinfo=timezone.utc).timestamp() * 1000
+        if self.offset is None:
+            self.offset = moment.utcoffset()
+        return moment.timestamp() * 1000
 
 
 def build(ledger: Ledger, *, files: Sequence[str], title: str, price: float | None = None) -> ReportData:
