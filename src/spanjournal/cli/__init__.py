@@ -36,6 +36,7 @@ SUBCOMMANDS: dict[str, str] = {
     "stats": "spanjournal.cli.stats",
     "export": "spanjournal.cli.export",
     "report": "spanjournal.cli.report",
+    "watch": "spanjournal.cli.watch",
 }
 
 DESCRIPTION = """\
