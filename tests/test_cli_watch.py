@@ -4,7 +4,9 @@ The fan-out is a real child process dispatching through the decorator
 (``spanjournal.testing.simulate_fanout``). ``watch --once`` is compared with
 ``pending`` while the child is stopped (SIGSTOP), so both see the same
 journal; the live view runs in tmux on a server of its own (``tmux -L``), read
-with ``capture-pane``, and every wait is bounded.
+with ``capture-pane``, and every wait is bounded. Without tmux that test
+skips, unless ``SPANJOURNAL_REQUIRE_TOOLS=1`` (CI) makes it a failure; with
+``SPANJOURNAL_UPDATE_DOCS=1`` its frame is saved as ``docs/watch.txt``.
 """
 
 from __future__ import annotations
@@ -229,6 +231,8 @@ class Tmux:
     def __init__(self, tmp_path: Path) -> None:
         binary = shutil.which("tmux")
         if binary is None:
+            if os.environ.get("SPANJOURNAL_REQUIRE_TOOLS") == "1":
+                pytest.fail("tmux is not installed (apt-get install tmux)")
             pytest.skip("tmux is not installed")
         self.binary = binary
         tag = f"{os.getpid()}-{uuid.uuid4().hex[:10]}"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import re
 import stat
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from spanjournal._schema import RunPlanned
 from spanjournal.cli.report import CUT_OFF, DONE, FAILED, OUTCOMES, RECONCILED, RUNNING, build, render_page
 from spanjournal.ledger import read_ledger
 
+ROOT = Path(__file__).resolve().parents[1]
 T = "2026-05-27T13:22:{:02d}.000000+08:00"
 DATA_START = '<script id="spanjournal-data" type="application/json">'
 
@@ -188,3 +191,21 @@ def test_help_explains_and_shows_examples() -> None:
         "self-contained HTML" in result.stdout and "spanjournal report runs/bench.jsonl -o report.html" in result.stdout
     )
     assert "report" in run("spanjournal", "--help").stdout
+
+
+@pytest.mark.integration
+def test_the_demo_ends_by_writing_its_report_and_printing_its_path(tmp_path: Path) -> None:
+    run_dir = tmp_path / "demo"
+    demo = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py"), "--dir", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    report = run_dir.resolve() / "report.html"
+    assert f"report: {report}" in demo.stdout
+    data = embedded(report.read_bytes())
+    assert len(data["chunks"]["id"]) == 50  # type: ignore[index,arg-type]
+    assert data["counts"]["done"] == 50  # type: ignore[index]

@@ -12,7 +12,7 @@ values come from the journal's lines read with ``json`` and from ``pending
 The browser is chromium in headless mode with its time zone set to New York,
 so times shown in the journal's +08:00 prove they do not come from the
 machine's zone. Without chromium these tests skip, unless
-``SPANJOURNAL_REQUIRE_BROWSER=1`` (CI) makes that a failure. With
+``SPANJOURNAL_REQUIRE_TOOLS=1`` (CI) makes that a failure. With
 ``SPANJOURNAL_UPDATE_DOCS=1`` the screenshot is also saved as
 ``docs/report.png`` (the README's).
 """
@@ -48,7 +48,7 @@ FAILED_RGB = (0xD5, 0x5E, 0x00)
 @pytest.fixture(scope="module", autouse=True)
 def browser_installed() -> None:
     if chromium_path() is None:
-        if os.environ.get("SPANJOURNAL_REQUIRE_BROWSER") == "1":
+        if os.environ.get("SPANJOURNAL_REQUIRE_TOOLS") == "1":
             pytest.fail("chromium is not installed (apt-get install chromium)")
         pytest.skip("chromium is not installed")
 
