@@ -7,12 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test demo bench lint venv clean
 
-$(STAMP): pyproject.toml setup.py src/spanjournal/_speedups.c
+$(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	@# The C fold is optional for users; here it must have been built.
-	$(PY) -c 'import spanjournal._speedups' || { echo "the C extension did not build (is gcc installed?)"; exit 1; }
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -31,4 +29,4 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/spanjournal/*.so src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

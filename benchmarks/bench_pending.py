@@ -7,7 +7,7 @@
 In one run, on the same warm file:
 
 - ours: the ``pending`` console script in a subprocess, and the library call
-  ``read_ledger(path, detail=False).pending()`` in this process;
+  ``read_ledger(path, keep_attempts=False).pending()`` in this process;
 - naive: ``json.loads`` of every line into a list, then two set comprehensions
   (dispatched minus successfully completed), in a subprocess;
 - jq: ``jq -c 'select(.event=="subagent_dispatched")|.chunk_id'`` (skipped
@@ -108,7 +108,7 @@ def rerun_journal_for(source: Path, data_dir: Path) -> Path:
     if path.exists() and path.stat().st_mtime >= source.stat().st_mtime:
         return path
     print(f"writing {path} ...", file=sys.stderr)
-    ledger = read_ledger(source, detail=False)
+    ledger = read_ledger(source, keep_attempts=False)
     rng = random.Random(11)
     tmp = path.with_suffix(".tmp")
     shutil.copyfile(source, tmp)
@@ -260,7 +260,7 @@ def best_library(path: Path, repeat: int) -> tuple[float, int]:
     times, found = [], 0
     for _ in range(repeat):
         start = time.perf_counter()
-        found = len(read_ledger(path, detail=False).pending())
+        found = len(read_ledger(path, keep_attempts=False).pending())
         times.append(time.perf_counter() - start)
     return min(times), found
 

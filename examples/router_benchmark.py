@@ -290,7 +290,7 @@ def simulated_agent(case: Case, run: Run) -> str:
 @spanjournal.dispatch(
     chunk_id=lambda case: case.chunk_id,
     task_description="Route prompt to expected skill",
-    output_file=lambda case: case.output_file,
+    output_file=lambda case, run: str(run.run_dir.resolve() / case.output_file),
     batch=lambda case: case.batch_name,
     items_assigned=1,
     agent_name="router",
@@ -316,7 +316,8 @@ def run_agent(case: Case, run: Run) -> bool:
     if not isinstance(answer, dict) or not answer.get("ranking"):
         handle.record(success=False, error="reply has no ranking", error_type="InvalidReply")
         return False
-    handle.record(output_file=case.output_file, input_tokens=input_tokens, output_tokens=len(reply) // 4)
+    output_file = str(run.run_dir.resolve() / case.output_file)
+    handle.record(output_file=output_file, input_tokens=input_tokens, output_tokens=len(reply) // 4)
     return True
 
 

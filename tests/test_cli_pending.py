@@ -27,7 +27,7 @@ from spanjournal.cli._output import Progress
 from spanjournal.ledger import ChunkState, read_ledger
 
 # Every test here runs with the C states-only fold and with the Python one.
-pytestmark = pytest.mark.usefixtures("both_folds")
+pytestmark = pytest.mark.usefixtures("both_reads")
 
 
 def fifty_chunks(path: Path) -> list[str]:

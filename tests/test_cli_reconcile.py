@@ -92,7 +92,7 @@ def test_dry_run_says_what_and_why_and_touches_nothing(crashed_run: Path, capsys
         "valid": ("valid", "valid (json)"),
         "partial": ("invalid", "invalid (json): Input data was truncated"),
         "empty": ("invalid", "invalid (json): empty file"),
-        "missing": ("missing", "output file missing"),
+        "missing": ("missing", f"output file missing (looked for at {crashed_run.parent / 'responses/missing.json'})"),
         "dotdot": ("refused", "refused: '..' leads outside the root"),
         "absolute": ("refused", "refused: absolute path outside the root"),
         "symlink": ("refused", "refused: a symlink leads outside the root"),

@@ -102,7 +102,13 @@ def test_json_output_in_a_subprocess(journal: Path) -> None:
     ]
     assert data["cost"] == {"price_per_1k_tokens": 1.0, "total": 1.05, "per_done_chunk": 1.05 / 4}
     assert data["duration_ms"] == {"count": 7, "p50": 2000.0, "p95": 60000.0, "max": 60000.0}
-    assert data["missing_outputs"] == [{"chunk_id": "batch-1-case-3", "output_file": "out/b1-gone.json"}]
+    assert data["missing_outputs"] == [
+        {
+            "chunk_id": "batch-1-case-3",
+            "output_file": "out/b1-gone.json",
+            "path": str(journal.parent / "out/b1-gone.json"),
+        }
+    ]
     assert data["journals"] == {"files": [str(journal)], "events": 16, "torn_lines": 0, "bad_lines": 0}
     assert result.stderr == ""
 

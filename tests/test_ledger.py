@@ -6,16 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spanjournal import ChunkState, Completed, Dispatched, RunPlanned, read_ledger
 from spanjournal._process import self_identity
 from spanjournal._schema import encode
-
-# Every test here runs with the C states-only fold and with the Python one.
-pytestmark = pytest.mark.usefixtures("both_folds")
 
 DEAD = {"host": "elsewhere", "pid": 1, "proc_start": 1}
 
@@ -196,7 +192,7 @@ def test_all_reading_modes_agree_with_the_model(tmp_path_factory, seq: list[tupl
     lines, expected = model(seq)
     path = tmp_path_factory.mktemp("m") / "j.jsonl"
     path.write_bytes(b"".join(lines))
-    for kwargs in ({}, {"keep_attempts": False}, {"detail": False}):
+    for kwargs in ({}, {"keep_attempts": False}, {"keep_attempts": False, "checkpoint": True}):
         ledger = read_ledger(path, **kwargs)  # type: ignore[arg-type]
         got = {chunk.chunk_id: chunk.state for chunk in ledger}
         assert got == expected, kwargs
@@ -212,110 +208,29 @@ def test_reading_does_not_import_opentelemetry() -> None:
     assert out.stdout.strip() == "False"
 
 
-# -- the parallel states-only read ---------------------------------------------
-
-
-def _messy_journal(path: Path, chunks: int) -> None:
-    lines: list[bytes] = []
-    for i in range(chunks):
-        chunk = f"batch-{i % 7}-case-{i:05d}"
-        lines.append(encode(d(chunk, f"{i:08x}aaaaaaaa")))
-        if i % 11 == 3:
-            lines.append(b"garbage line\n")
-        if i % 5 == 0:
-            lines.append(encode(c(chunk, f"{i:08x}aaaaaaaa", False)))
-        elif i % 5 != 4:
-            lines.append(encode(c(chunk, f"{i:08x}aaaaaaaa", True)))
-        if i % 13 == 0 and i:  # a retry of an earlier chunk, far away in the file
-            old = f"batch-{(i // 2) % 7}-case-{i // 2:05d}"
-            lines.append(encode(d(old, f"{i:08x}bbbbbbbb")))
-        if i % 17 == 0 and i > 40:  # a completion far from its dispatch
-            j = i - 40
-            lines.append(encode(c(f"batch-{j % 7}-case-{j:05d}", f"{j:08x}aaaaaaaa", True)))
-    lines.append(encode(RunPlanned(chunk_ids=["never-1", "never-2"])))
-    lines.append(encode(d("torn", "ffffffffffffffff"))[:25])
-    path.write_bytes(b"".join(lines))
-
-
-def test_parallel_read_matches_the_sequential_read(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from spanjournal import _parallel
-    from spanjournal import ledger as ledger_module
-
-    monkeypatch.setattr(_parallel, "PARALLEL_MIN_BYTES", 1024)
-    outcomes: list[bool] = []
-
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
-        outcomes.append(_parallel.read_parallel(*args, **kwargs))
-        return outcomes[-1]
-
-    monkeypatch.setattr(ledger_module, "read_parallel", spy)
-    path = tmp_path / "j.jsonl"
-    _messy_journal(path, 3000)
-    expected = read_ledger(path, detail=False, workers=1)
-    assert expected.stats.bad_lines > 100
-    for workers in (2, 3, 5):
-        got = read_ledger(path, detail=False, workers=workers)
-        assert got.pending() == expected.pending()
-        assert got.counts() == expected.counts()
-        assert [(i.line, i.message) for i in got.issues] == [(i.line, i.message) for i in expected.issues]
-        assert [(t.path, t.line) for t in got.stats.torn] == [(str(path), expected.stats.lines)]
-        assert (got.stats.events, got.stats.lines, got.stats.torn_tails, got.stats.bytes) == (
-            expected.stats.events,
-            expected.stats.lines,
-            expected.stats.torn_tails,
-            expected.stats.bytes,
-        )
-    assert outcomes == [True, True, True]  # the parts were really read by other processes
-    detailed = read_ledger(path)
-    assert detailed.pending() == expected.pending()
-
-
-def test_parallel_read_over_several_files(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from spanjournal import _parallel
-
-    monkeypatch.setattr(_parallel, "PARALLEL_MIN_BYTES", 1024)
-    _messy_journal(tmp_path / "a.jsonl", 700)
-    write(tmp_path / "b.jsonl", d("batch-3-case-00003", "x1"), c("batch-0-case-00000", "00000000aaaaaaaa", True))
-    _messy_journal(tmp_path / "c.jsonl", 400)
-    expected = read_ledger(tmp_path, detail=False, workers=1)
-    got = read_ledger(tmp_path, detail=False, workers=4)
-    assert got.pending() == expected.pending()
-    assert [str(i) for i in got.issues] == [str(i) for i in expected.issues]
-
-
-def test_events_without_span_ids_fall_back_to_one_process(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from spanjournal import _parallel
-
-    monkeypatch.setattr(_parallel, "PARALLEL_MIN_BYTES", 10)
-    path = tmp_path / "j.jsonl"
-    events = [Dispatched(chunk_id=f"c{i}", **DEAD) for i in range(200)]  # type: ignore[arg-type]
-    events += [Completed(chunk_id=f"c{i}", success=i % 2 == 0) for i in range(200)]
-    events += [Dispatched(chunk_id="c1", **DEAD)]  # type: ignore[arg-type]
-    write(path, *events)
-    got = read_ledger(path, detail=False, workers=3)
-    assert got.state("c0") is ChunkState.DONE
-    assert got.state("c1") is ChunkState.UNFINISHED  # dispatched again after its failure
-    assert got.state("c3") is ChunkState.FAILED
-    assert got.pending() == read_ledger(path).pending()
-
-
 def test_nesting_too_deep_and_a_pid_no_process_can_have_do_not_raise(tmp_path: Path) -> None:
     host = self_identity()[0]
     deep = b'{"event":"subagent_dispatched","chunk_id":"x","span_id":"s9","attrs":' + b"[" * 5000 + b"]" * 5000 + b"}\n"
     path = tmp_path / "j.jsonl"
     path.write_bytes(deep + encode(d("a", "s1", host=host, pid=2**40)))
-    for detail in (False, True):
-        ledger = read_ledger(path, detail=detail, workers=1)
+    for keep in (False, True):
+        ledger = read_ledger(path, keep_attempts=keep)
         assert ledger.pending() == ["a"]
         assert ledger.state("a") is ChunkState.UNFINISHED
         assert [(i.line, "recursion" in i.message) for i in ledger.issues] == [(1, True)]
 
 
-def test_a_states_only_read_gives_no_completion_for_a_done_chunk(tmp_path: Path) -> None:
+def test_a_done_chunk_has_its_dispatch_and_completion_whatever_is_kept(tmp_path: Path) -> None:
+    """Reading less keeps less in memory, never gives a different answer: done chunks' events are read again."""
     path = tmp_path / "j.jsonl"
-    events = [d("a", "s1"), c("a", "s1", False), d("a", "s2"), c("a", "s2", True)]
+    events = [d("a", "s1", batch="b1"), c("a", "s1", False)]
+    events += [d("a", "s2", batch="b2"), c("a", "s2", True, tokens_used=7)]
     path.write_bytes(b"".join(map(encode, events)))
-    chunk = read_ledger(path, detail=False, workers=1)["a"]
-    assert chunk.state is ChunkState.DONE
-    assert chunk.completion is None
-    assert read_ledger(path)["a"].completion is not None  # a full read has it
+    for keep in (False, True):
+        chunk = read_ledger(path, keep_attempts=keep)["a"]
+        assert chunk.state is ChunkState.DONE
+        assert chunk.dispatch is not None and chunk.dispatch.span_id == "s2" and chunk.dispatch.batch == "b2"
+        assert chunk.completion is not None and chunk.completion.tokens_used == 7
+        assert chunk.success == chunk.completion
+        assert chunk.attempt_count == 2 and chunk.tokens_used == 7
+        assert len(chunk.attempts) == (2 if keep else 0)

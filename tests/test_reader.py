@@ -215,12 +215,24 @@ def test_a_journal_cut_at_any_byte_reads_its_complete_events(
 LINE_SHAPES = [b"{}", b'{"a":1}', b"", b" {}", b"{} ", b"{}{}", b"x", b"{", b"}", b"{\r}"]
 
 
-@given(st.lists(st.sampled_from(LINE_SHAPES), max_size=8))
-def test_the_c_and_python_line_checks_agree(lines: list[bytes]) -> None:
-    """``block_lines`` (C) and ``_block_lines`` (its pure-Python fallback) say the same of any block."""
-    speedups = pytest.importorskip("spanjournal._speedups")
+@given(st.lists(st.sampled_from(LINE_SHAPES), min_size=1, max_size=8))
+def test_the_block_check_says_whether_each_line_is_one_object(lines: list[bytes]) -> None:
+    """``_block_lines`` counts the lines and tells when each starts with ``{`` and ends with ``}``."""
     buf = bytearray(b"pad\n" + b"".join(line + b"\n" for line in lines))
     expected = (len(lines), all(line.startswith(b"{") and line.endswith(b"}") for line in lines))
-    assert speedups.block_lines(buf, 4, len(buf)) == expected
-    if lines:  # the pure check reads the block's first byte
-        assert _block_lines(buf, 4, len(buf)) == expected
+    assert _block_lines(buf, 4, len(buf)) == expected
+
+
+@given(st.lists(st.sampled_from([*LINE_SHAPES, b'{"event":"x"}{"event":"y"}', b'{"a":[', b'{"b":1}]}']), max_size=12))
+def test_line_numbers_and_reports_do_not_depend_on_how_lines_are_grouped(lines: list[bytes]) -> None:
+    """A block read whole and the same lines read one by one give the same events and reports."""
+    from spanjournal.reader import _decode_block, _decode_lines_one_by_one
+
+    block = b"".join(line + b"\n" for line in lines)
+    if not block:
+        return
+    fast, slow = ReadStats(), ReadStats()
+    n, whole = _block_lines(bytearray(block), 0, len(block))
+    got = _decode_block(memoryview(block), n, whole, 0, "j", fast)
+    expected = _decode_lines_one_by_one(block, 0, "j", slow)
+    assert (list(got[1]), fast.issues, fast.events) == (list(expected[1]), slow.issues, slow.events)

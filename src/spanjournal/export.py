@@ -27,9 +27,9 @@ default) and ``spanjournal.session_id``, so spans group per session.
 The journal is streamed: completions are paired with their dispatch by span
 id as the file is read and sent in batches; only dispatches still waiting
 for a completion are held in memory, and those never completed are sent at
-the end. Deciding whether an unfinished chunk was later done takes a second,
-fast read (state fields only) of the same files, and only when there are
-unfinished attempts.
+the end. Whether an unfinished chunk was later done is the answer of the
+fold (:class:`~spanjournal.fold.LedgerState`), the one every command asks,
+kept up to date as the journals stream by.
 
 >>> exporter, protocol, url = make_exporter("http://localhost:4317")   # doctest: +SKIP
 >>> export_journal(["runs/bench.jsonl"], exporter).summary()          # doctest: +SKIP
@@ -42,16 +42,16 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
 import logging
 import os
 import re
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -64,7 +64,8 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from spanjournal import __version__, semconv
 from spanjournal._process import is_alive
-from spanjournal._schema import Completed, Dispatched, StateEvent, decode_state_line
+from spanjournal._schema import Completed, Dispatched
+from spanjournal.fold import LedgerState
 from spanjournal.reader import ReadStats, resolve_paths, scan
 
 if TYPE_CHECKING:
@@ -483,8 +484,8 @@ class _Pairer:
         if ns > self.last_seen.get(process, 0):
             self.last_seen[process] = ns
 
-    def finish(self, files: Sequence[Path], now_ns: int) -> Iterator[JournalSpan]:
-        """The attempts never completed, in dispatch order."""
+    def finish(self, fold: LedgerState, now_ns: int) -> Iterator[JournalSpan]:
+        """The attempts never completed, in dispatch order; ``fold`` tells which of their chunks are done."""
         self.stats.orphan_completions += len(self.early)
         self.early.clear()
         alive: dict[ProcessKey, bool] = {}
@@ -492,8 +493,6 @@ class _Pairer:
             key = entry.process
             if key not in alive:
                 alive[key] = key[0] != "session" and is_alive(*key)
-        unfinished_chunks = {e.dispatch.chunk_id for e in self.open.values() if not alive[e.process]}
-        done = _chunks_with_success(files, unfinished_chunks) if unfinished_chunks else set()
         for entry in self.open.values():
             running = alive[entry.process]
             if running:
@@ -512,23 +511,15 @@ class _Pairer:
                 end_ns=end_ns,
                 service_name=entry.service_name,
                 end_source=source,
-                superseded=not running and entry.dispatch.chunk_id in done,
+                superseded=not running and _is_done(fold, entry.dispatch.chunk_id),
                 synthetic_ids=entry.synthetic_ids,
             )
         self.open.clear()
 
 
-_STATE_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(StateEvent)
-
-
-def _chunks_with_success(files: Sequence[Path], chunk_ids: Collection[str]) -> set[str]:
-    """Which of ``chunk_ids`` some attempt completed successfully (a fast state-only read)."""
-    found: set[str] = set()
-    for batch in scan(files, ReadStats(max_issues=0), decoder=_STATE_DECODER, line_decoder=decode_state_line):
-        for e in batch:
-            if e.kind == 2 and e.success and e.chunk_id in chunk_ids:
-                found.add(e.chunk_id)
-    return found
+def _is_done(fold: LedgerState, chunk_id: str) -> bool:
+    rec = fold.record(chunk_id)
+    return rec is not None and rec.done
 
 
 def _selection(only: str | Iterable[str]) -> frozenset[Outcome]:
@@ -569,12 +560,15 @@ def journal_spans(
     pairer = _Pairer(service_name or DEFAULT_SERVICE_NAME, stats)
     now = now_ns if now_ns is not None else time.time_ns()
     outcomes = stats.outcomes
+    fold = LedgerState()
+    no_lines = itertools.repeat(0)
     for batch in scan(files, stats.read, progress=progress):
+        fold.apply_batch(batch, no_lines)
         for span in pairer.add(batch):
             if span.outcome in wanted:
                 outcomes[span.outcome] += 1
                 yield span
-    for span in pairer.finish(files, now):
+    for span in pairer.finish(fold, now):
         if span.outcome in wanted:
             outcomes[span.outcome] += 1
             yield span

@@ -19,6 +19,10 @@ state                     meaning
 ``pending`` is ``unfinished`` + ``failed`` + ``never_dispatched``. A
 completion pairs with its dispatch by ``span_id`` (falling back to the
 chunk's latest attempt); attempts are the dispatches of a chunk in order.
+The ledger is a view over :class:`~spanjournal.fold.LedgerState`, where the
+rules live. With ``checkpoint=True`` each journal's folded state is saved
+(:mod:`spanjournal.checkpoint`), so the next read folds only what was
+appended since. :func:`follow` keeps the state in memory for a live view.
 This module does not import OpenTelemetry.
 """
 
@@ -27,19 +31,25 @@ from __future__ import annotations
 import enum
 import gc
 import os
-from collections import Counter
+import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from itertools import filterfalse
-from operator import attrgetter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spanjournal._parallel import read_parallel, workers_for
+from spanjournal import checkpoint as checkpoints
 from spanjournal._process import is_alive
 from spanjournal._schema import Completed, Dispatched
-from spanjournal._statefold import NativeLatest, NotNative, fold_segments
-from spanjournal.reader import ReadIssue, ReadStats, resolve_paths, scan
+from spanjournal.fold import ChunkRecord, LedgerState, LineRef, NotMergeable, dispatch_field, line_ref, split_ref
+from spanjournal.reader import (
+    FileScan,
+    JournalReadError,
+    ReadIssue,
+    ReadStats,
+    open_journal,
+    read_lines,
+    resolve_journals,
+)
 
 
 class ChunkState(str, enum.Enum):
@@ -58,12 +68,35 @@ class ChunkState(str, enum.Enum):
 PENDING_STATES = frozenset({ChunkState.UNFINISHED, ChunkState.FAILED, ChunkState.NEVER_DISPATCHED})
 
 
+class NotAJournalError(JournalReadError):
+    """A file named as a journal in which no line is a journal event (and that is not empty)."""
+
+
 @dataclass(slots=True)
 class Attempt:
     """One dispatch of a chunk and its completion, if one was recorded."""
 
     dispatch: Dispatched | None
     completion: Completed | None = None
+
+
+def output_path(output_file: str | None, cwd: str | None, root: str | os.PathLike[str] | None = None) -> Path | None:
+    """Where a chunk's output file is: the rule every command uses.
+
+    An absolute ``output_file`` is itself; a relative one is relative to the
+    working directory its dispatch recorded (``cwd``), else to ``root``
+    (when given), else to the current directory.
+    """
+    if not output_file:
+        return None
+    path = Path(output_file)
+    if path.is_absolute():
+        return path
+    if cwd:
+        return Path(cwd) / path
+    if root is not None:
+        return Path(root) / path
+    return path
 
 
 @dataclass(slots=True)
@@ -83,7 +116,13 @@ class Chunk:
     completion: Completed | None
     #: The first successful completion of any attempt.
     success: Completed | None
-    attempts: list[Attempt]
+    attempts: list[Attempt] = field(default_factory=list)
+    #: The output file: the one the success names, else the one named by the chunk's latest event naming one.
+    output_file: str | None = None
+    #: The working directory of the latest dispatch (what a relative ``output_file`` is relative to).
+    cwd: str | None = None
+    #: Tokens over every completion of the chunk (``tokens_used``, else input + output).
+    tokens_used: int = 0
 
     @property
     def last_error(self) -> str | None:
@@ -95,14 +134,9 @@ class Chunk:
         c = self.completion
         return c.error_type if c is not None and not c.success else None
 
-    @property
-    def output_file(self) -> str | None:
-        """The output file of the success, else the latest attempt's."""
-        for event in (self.success, self.completion, self.dispatch):
-            path = event.output_file if event is not None else None
-            if path:
-                return path
-        return None
+    def output_path(self, root: str | os.PathLike[str] | None = None) -> Path | None:
+        """Where the output file is (see :func:`output_path`), or None if the journal names none."""
+        return output_path(self.output_file, self.cwd, root)
 
     @property
     def last_ts(self) -> str | None:
@@ -124,173 +158,195 @@ class Chunk:
         return out
 
     @property
-    def tokens_used(self) -> int:
-        """Tokens over all known completions (``tokens_used``, else input + output)."""
-        total = 0
-        for c in self.completions():
-            if c.tokens_used is not None:
-                total += c.tokens_used
-            else:
-                total += (c.input_tokens or 0) + (c.output_tokens or 0)
-        return total
-
-    @property
     def duration_ms(self) -> float | None:
         """Duration of the success, else of the latest completed attempt."""
         c = self.success or self.completion
         return c.duration_ms if c is not None else None
 
 
+@dataclass
+class Source:
+    """A journal file a ledger was read from, and where its blocks of lines start."""
+
+    path: str
+    index: list[tuple[int, int]]
+
+
+#: Chunk records fetched again from the journal at a time, when iterating.
+_PAGE = 4096
+
+
 class Ledger:
-    """Per-chunk states folded from one or more journals.
+    """Per-chunk states folded from one or more journals: a view over a :class:`LedgerState`.
 
     Chunks are ordered by first dispatch; chunks seen only in a completion
-    follow, then chunks only planned or expected, in plan order.
-
-    Internally the ledger is keyed for speed: the latest dispatch per chunk,
-    completions per ``span_id``, and successes per chunk. A chunk's state is
-    then a lookup (done if it has a success; failed if its latest dispatch's
-    span has a completion; otherwise unfinished or running), independent of
-    the order in which completions and dispatches were read. :class:`Chunk`
-    records are built when asked for.
+    follow (failed ones first), then chunks only planned or expected, in
+    plan order. The full events of chunks not done are kept; those of done
+    chunks are read again from the journal when asked for.
     """
 
-    def __init__(self, stats: ReadStats, *, detail: bool = True, keep_attempts: bool = True) -> None:
+    def __init__(
+        self,
+        fold: LedgerState,
+        stats: ReadStats,
+        sources: list[Source] | None = None,
+        skipped: list[str] | None = None,
+    ) -> None:
+        self.fold = fold
         self.stats = stats
-        self.detail = detail
-        #: Session ids seen in dispatches, in order (with ``detail`` only).
-        self.sessions: dict[str, None] = {}
-        self.planned: dict[str, None] = {}
-        self._latest: dict[str, Any] = {}
-        # detail: span -> completion; states only: the set of failed spans.
-        self._completed: dict[str, Any] | set[str] = {} if detail else set()
-        # detail: chunk -> its first success; states only: the set of done chunks.
-        self._done: dict[str, Any] | set[str] = {} if detail else set()
-        # chunk -> its last failure, for chunks that may have no dispatch.
-        self._failures: dict[str, Any] = {}
-        self._undispatched_ids: list[str] | None = None
-        self._dispatches: Counter[str] = Counter()
-        self._attempts: dict[str, list[Any]] | None = {} if keep_attempts and detail else None
+        self.sources = sources or []
+        #: Files of a directory or glob that were not journals, with why (one line each).
+        self.skipped = skipped or []
         self._alive: dict[tuple[Any, Any, Any], bool] = {}
-        self._synthetic = 0
-        self._not_done_ids: list[str] | None = None
-        self._not_done_state: dict[str, ChunkState] = {}
-        self._states_of: list[str] | None = None
+        self._not_done: dict[str, ChunkState] | None = None
 
     @property
     def issues(self) -> list[ReadIssue]:
         """Lines skipped or repaired while reading, with file and line."""
         return self.stats.issues
 
+    @property
+    def sessions(self) -> dict[str, None]:
+        """Session ids seen in dispatches, in order."""
+        return self.fold.sessions
+
+    @property
+    def planned(self) -> dict[str, None]:
+        return self.fold.planned
+
     def chunk_ids(self) -> list[str]:
         """Every chunk id, in ledger order."""
-        latest = self._latest
-        ids = list(latest)
-        ids.extend(self._undispatched())
+        fold = self.fold
+        ids = list(fold.chunks)
+        orphans = fold.orphans
+        ids.extend(c for c, r in orphans.items() if not r.done)
+        ids.extend(c for c, r in orphans.items() if r.done)
         ids.extend(self._only_planned())
         return ids
 
-    def _undispatched(self) -> list[str]:
-        """Chunks with completions but no dispatch: failed ones first, then done ones.
-
-        Worked out when first asked for (it looks at every done chunk), not
-        during the fold; ``pending`` needs only the failed ones.
-        """
-        if self._undispatched_ids is None:
-            latest, done = self._latest, self._done
-            ids = self._undispatched_failures()
-            seen = set(ids)
-            orphans = (c for c in done if c not in latest and c not in seen)
-            ids.extend(orphans if isinstance(done, dict) else sorted(orphans))
-            self._undispatched_ids = ids
-        return self._undispatched_ids
-
-    def _undispatched_failures(self) -> list[str]:
-        latest = self._latest
-        return [c for c in self._failures if c not in latest]
-
     def _only_planned(self) -> list[str]:
-        latest, done, failures = self._latest, self._done, self._failures
-        return [c for c in self.planned if c not in latest and c not in done and c not in failures]
-
-    def _not_done(self) -> list[str]:
-        """Chunk ids without a success, in ledger order (kept once computed)."""
-        if self._not_done_ids is None:
-            done, latest = self._done, self._latest
-            if isinstance(latest, NativeLatest):
-                ids = list(latest.open)  # the C fold kept them apart
-            else:
-                ids = list(filterfalse(done.__contains__, latest))
-            ids.extend(filterfalse(done.__contains__, self._undispatched_failures()))
-            ids.extend(self._only_planned())
-            self._not_done_ids = ids
-        return self._not_done_ids
+        chunks, orphans = self.fold.chunks, self.fold.orphans
+        return [c for c in self.fold.planned if c not in chunks and c not in orphans]
 
     def state(self, chunk_id: str) -> ChunkState:
         """The state of one chunk; ``KeyError`` for a chunk the ledger does not know."""
-        if chunk_id in self._done:
-            return ChunkState.DONE
-        return self._state_not_done(chunk_id)
+        rec = self.fold.record(chunk_id)
+        if rec is None:
+            if chunk_id in self.fold.planned:
+                return ChunkState.NEVER_DISPATCHED
+            raise KeyError(chunk_id)
+        return self._state_of(rec)
 
-    def _state_not_done(self, chunk_id: str) -> ChunkState:
-        """The state of a chunk known to have no success."""
-        d = self._latest.get(chunk_id)
-        if d is not None:
-            if d.span_id in self._completed:
-                return ChunkState.FAILED
-            key = (d.host, d.pid, d.proc_start)
-            alive = self._alive.get(key)
-            if alive is None:
-                alive = self._alive[key] = is_alive(*key)
-            return ChunkState.RUNNING if alive else ChunkState.UNFINISHED
-        if chunk_id in self._failures:
+    def _state_of(self, rec: ChunkRecord) -> ChunkState:
+        if rec.done:
+            return ChunkState.DONE
+        if self.fold.is_failed(rec):
             return ChunkState.FAILED
-        if chunk_id in self.planned:
-            return ChunkState.NEVER_DISPATCHED
-        raise KeyError(chunk_id)
+        d = rec.dispatch
+        key = (d.host, d.pid, d.proc_start) if d is not None else (None, None, None)
+        alive = self._alive.get(key)
+        if alive is None:
+            alive = self._alive[key] = is_alive(*key)
+        return ChunkState.RUNNING if alive else ChunkState.UNFINISHED
+
+    def not_done_states(self) -> dict[str, ChunkState]:
+        """The state of each chunk without a success, in ledger order (worked out once)."""
+        if self._not_done is None:
+            state_of = self._state_of
+            fold = self.fold
+            out = {c: state_of(r) for c, r in fold.chunks.items() if not r.done}
+            out.update((c, ChunkState.FAILED) for c, r in fold.orphans.items() if not r.done)
+            out.update((c, ChunkState.NEVER_DISPATCHED) for c in self._only_planned())
+            self._not_done = out
+        return self._not_done
 
     def __getitem__(self, chunk_id: str) -> Chunk:
-        state = self.state(chunk_id)
-        d = self._latest.get(chunk_id)
-        completed = self._completed
-        by_span = completed.get if isinstance(completed, dict) else _no_completion
-        if d is not None:
-            completion = by_span(d.span_id)
-        elif chunk_id in self._latest:  # a done chunk whose dispatch the C fold did not keep
-            completion = None
-        else:
-            completion = self._failures.get(chunk_id)
-        attempts = []
-        if self._attempts is not None:
-            attempts = [Attempt(a, by_span(a.span_id)) for a in self._attempts.get(chunk_id, ())]
-        return Chunk(
-            chunk_id=chunk_id,
-            state=state,
-            attempt_count=self._dispatches.get(chunk_id, 0) if self.detail else int(chunk_id in self._latest),
-            dispatch=d,
-            completion=completion,
-            success=self._done.get(chunk_id) if isinstance(self._done, dict) else None,
-            attempts=attempts,
-        )
+        return self.chunks([chunk_id])[0]
+
+    def chunks(self, chunk_ids: list[str]) -> list[Chunk]:
+        """Chunks by id, reading the events of done chunks again from the journal in one pass."""
+        fold = self.fold
+        recs = []
+        wanted: list[LineRef] = []
+        for cid in chunk_ids:
+            rec = fold.record(cid)
+            if rec is None:
+                if cid not in fold.planned:
+                    raise KeyError(cid)
+            elif rec.history is None:
+                if rec.dispatch is None and rec.dispatch_line:
+                    wanted.append(rec.dispatch_line)
+                if rec.success_line:
+                    wanted.append(rec.success_line)
+            recs.append(rec)
+        lines = self._read_again(wanted)
+        out = []
+        for cid, rec in zip(chunk_ids, recs):
+            if rec is None:
+                out.append(Chunk(cid, ChunkState.NEVER_DISPATCHED, 0, None, None, None))
+                continue
+            attempts: list[Attempt] = []
+            if rec.history is not None:  # every event kept
+                events = rec.history
+                dispatch = next((e for e in reversed(events) if e.kind == 1), None)
+                success = next((e for e in events if e.kind == 2 and e.success), None)
+                attempts = _pair(cid, events)
+            else:  # only the latest dispatch of a chunk not done: read the others again
+                dispatch = rec.dispatch
+                if dispatch is None and rec.dispatch_line:
+                    dispatch = _event_of(lines.get(rec.dispatch_line), cid, 1)
+                success = _event_of(lines.get(rec.success_line), cid, 2) if rec.success_line else None
+            completion, completion_line = fold.latest_completion(rec)
+            if completion is None and completion_line:
+                completion = success
+            out.append(
+                Chunk(
+                    chunk_id=cid,
+                    state=self._state_of(rec),
+                    attempt_count=rec.attempts,
+                    dispatch=dispatch,
+                    completion=completion,
+                    success=success,
+                    attempts=attempts,
+                    output_file=rec.output_file,
+                    cwd=dispatch_field(rec, "cwd"),
+                    tokens_used=rec.tokens,
+                )
+            )
+        return out
+
+    def _read_again(self, refs: list[LineRef]) -> dict[LineRef, Any]:
+        by_file: dict[int, list[int]] = {}
+        for ref in refs:
+            file_no, line = split_ref(ref)
+            by_file.setdefault(file_no, []).append(line)
+        out: dict[LineRef, Any] = {}
+        for file_no, lines in by_file.items():
+            if file_no < len(self.sources):
+                source = self.sources[file_no]
+                for line, event in read_lines(source.path, source.index, lines).items():
+                    out[line_ref(file_no, line)] = event
+        return out
 
     def __contains__(self, chunk_id: object) -> bool:
-        return any(chunk_id in m for m in (self._latest, self._done, self._failures, self.planned))
+        if not isinstance(chunk_id, str):
+            return False
+        return self.fold.record(chunk_id) is not None or chunk_id in self.fold.planned
 
     def __iter__(self) -> Iterator[Chunk]:
-        for chunk_id in self.chunk_ids():
-            yield self[chunk_id]
+        ids = self.chunk_ids()
+        for start in range(0, len(ids), _PAGE):
+            yield from self.chunks(ids[start : start + _PAGE])
 
     def __len__(self) -> int:
-        return len(self._latest) + len(self._undispatched()) + len(self._only_planned())
+        return len(self.fold.chunks) + len(self.fold.orphans) + len(self._only_planned())
 
-    def completions(self) -> Iterable[Completed]:
-        """Every completion read (one per span id), for totals over all attempts.
-
-        Needs a ledger read with ``detail=True`` (the default); a states-only
-        ledger has none to give.
-        """
-        completed = self._completed
-        return completed.values() if isinstance(completed, dict) else ()
+    def completions(self) -> list[Completed]:
+        """Every completion known (all of them with ``keep_attempts``; else each chunk's latest and success)."""
+        out: list[Completed] = []
+        for chunk in self:
+            out.extend(chunk.completions())
+        return out
 
     def pending(self, states: Iterable[ChunkState | str] = PENDING_STATES) -> list[str]:
         """The chunk ids to retry (by default), in first-dispatch order."""
@@ -298,108 +354,194 @@ class Ledger:
         if ChunkState.DONE in wanted:
             state = self.state
             return [c for c in self.chunk_ids() if state(c) in wanted]
-        return [c for c, s in self._not_done_states().items() if s in wanted]
+        return [c for c, s in self.not_done_states().items() if s in wanted]
 
     def by_state(self, state: ChunkState | str) -> list[Chunk]:
-        return [self[c] for c in self.pending([state])]
+        return self.chunks(self.pending([state]))
 
     def counts(self) -> dict[ChunkState, int]:
         """How many chunks are in each state (every state present, maybe 0)."""
         out = dict.fromkeys(ChunkState, 0)
-        out[ChunkState.DONE] = len(self._done)
-        for s in self._not_done_states().values():
+        not_done = self.not_done_states()
+        for s in not_done.values():
             out[s] += 1
+        out[ChunkState.DONE] = len(self.fold.chunks) + len(self.fold.orphans) - (
+            len(not_done) - out[ChunkState.NEVER_DISPATCHED]
+        )
         return out
 
-    def _not_done_states(self) -> dict[str, ChunkState]:
-        """The state of each chunk without a success, in ledger order (kept with ``_not_done``)."""
-        ids = self._not_done()
-        if self._states_of is not ids:  # worked out for another list: the ledger changed since
-            self._not_done_state = {c: self._state_not_done(c) for c in ids}
-            self._states_of = ids
-        return self._not_done_state
 
-    # -- the fold -------------------------------------------------------------
+def _event_of(event: Any, chunk_id: str, kind: int) -> Any:
+    """``event`` if it is the expected kind of event of ``chunk_id`` (the journal may have changed since)."""
+    if event is None or event.kind != kind or event.chunk_id != chunk_id:
+        return None
+    return event
 
-    def _add(self, events: list[Any]) -> None:
-        """Fold one batch of events, in file order."""
-        self._not_done_ids = self._undispatched_ids = None
-        ds = [e for e in events if e.kind == 1]
-        cs = [e for e in events if e.kind == 2]
-        if len(ds) + len(cs) != len(events):
-            for e in events:
-                if e.kind == 3:
-                    self._plan(e.chunk_ids)
-        d_ids = list(map(_chunk_id, ds))
-        if not (all(map(_span_id, ds)) and all(map(_span_id, cs))):  # a span id missing (None) or empty
-            self._add_in_order(events)
-            return
-        self._latest.update(zip(d_ids, ds))
-        if self.detail:
-            self._dispatches.update(d_ids)
-            sessions = self.sessions
-            for e in ds:
-                if e.session_id not in sessions:
-                    sessions[e.session_id] = None
-            if self._attempts is not None:
-                attempts = self._attempts
-                for cid, e in zip(d_ids, ds):
-                    attempts.setdefault(cid, []).append(e)
-        completed = self._completed
-        done = self._done
-        successes = filter(_success, cs)
-        failures = list(filterfalse(_success, cs))
-        if isinstance(completed, dict):
-            assert isinstance(done, dict)
-            completed.update(zip(map(_span_id, cs), cs))
-            for e in successes:
-                if e.chunk_id not in done:
-                    done[e.chunk_id] = e
+
+def _pair(chunk_id: str, events: list[Any]) -> list[Attempt]:
+    """A chunk's attempts from its lines in file order: completions pair by span id, else with the latest."""
+    attempts: list[Attempt] = []
+    by_span: dict[str, Attempt] = {}
+    early: dict[str, Completed] = {}
+    for e in events:
+        if e is None or e.chunk_id != chunk_id:
+            continue
+        if e.kind == 1:
+            attempt = Attempt(e, early.pop(e.span_id, None) if e.span_id else None)
+            attempts.append(attempt)
+            if e.span_id:
+                by_span[e.span_id] = attempt
+        elif e.kind == 2:
+            target = by_span.get(e.span_id) if e.span_id else (attempts[-1] if attempts else None)
+            if target is not None:
+                target.completion = e
+            elif e.span_id:
+                early[e.span_id] = e
+    return attempts
+
+
+# -- reading ------------------------------------------------------------------
+
+
+@dataclass
+class FileFold:
+    """One journal file folded: its state and statistics up to ``offset``, and its unterminated last event."""
+
+    path: Path
+    explicit: bool
+    state: LedgerState
+    stats: ReadStats
+    offset: int
+    lines: int
+    index: list[tuple[int, int]]
+    identity: tuple[int, int] | None
+    size: int
+    tail: Any = None
+    tail_stats: ReadStats | None = None
+    #: The hash of the bytes before ``offset`` (see :func:`spanjournal.checkpoint.digest`), when kept.
+    digest: bytes | None = None
+
+    def is_journal(self) -> bool:
+        """Whether some line is a journal event, or the file is empty."""
+        stats = self.tail_stats or self.stats
+        return stats.events > stats.unknown_events or stats.lines == 0
+
+
+def fold_file(
+    path: Path,
+    *,
+    explicit: bool = True,
+    keep_attempts: bool = False,
+    session: str | None = None,
+    checkpoint: bool = False,
+    max_issues: int = 1000,
+    progress: Callable[[int], None] | None = None,
+    previous: FileFold | None = None,
+) -> FileFold:
+    """Fold one journal file, from a valid checkpoint (or ``previous``, kept in memory) when there is one."""
+    f = open_journal(path)
+    try:
+        st = os.fstat(f.fileno())
+        restored: checkpoints.Restored | None = None
+        if previous is not None and previous.identity == (st.st_dev, st.st_ino) and st.st_size >= previous.offset:
+            try:
+                same = checkpoints.digest(f.fileno(), previous.offset) == previous.digest
+            except OSError:
+                same = False
+            if same:
+                restored = checkpoints.Restored(
+                    previous.state, previous.stats, previous.offset, previous.lines, previous.index
+                )
+        elif checkpoint and not keep_attempts and session is None:
+            restored = checkpoints.load(path, f.fileno(), max_issues=max_issues)
+    except BaseException:
+        f.close()
+        raise
+    if restored is not None:
+        state, stats, offset, lines, index = (
+            restored.state,
+            restored.stats,
+            restored.offset,
+            restored.lines,
+            list(restored.index),
+        )
+        stats.files = [str(path)]
+        stats.issues = [ReadIssue(str(path), i.line, i.message) for i in stats.issues]
+    else:
+        state = LedgerState(keep_attempts=keep_attempts, session=session)
+        stats = ReadStats(files=[str(path)], max_issues=max_issues)
+        offset = lines = 0
+        index = []
+    start = offset
+    scan = FileScan(path, stats, offset=offset, lines=lines, file=f)
+    apply_batch = state.apply_batch
+    for events, numbers in scan.batches(progress):
+        apply_batch(events, numbers)
+    index.extend(scan.index)
+    complete = scan.complete_stats
+    if checkpoint and not keep_attempts and session is None and (scan.offset > start or restored is None):
+        checkpoints.save(path, scan.identity, state, complete, scan.offset, scan.lines, index)
+    folded = FileFold(
+        path=path,
+        explicit=explicit,
+        state=state,
+        stats=complete,
+        offset=scan.offset,
+        lines=scan.lines,
+        index=index,
+        identity=scan.identity,
+        size=scan.size,
+        tail=scan.tail,
+        tail_stats=stats if stats is not complete else None,
+    )
+    return folded
+
+
+def _combine(
+    folds: list[FileFold], *, keep_attempts: bool, session: str | None, max_issues: int, reuse: bool
+) -> Ledger:
+    """One ledger of the files' folds, in file order; files that are not journals are skipped or refused."""
+    skipped: list[str] = []
+    kept: list[FileFold] = []
+    for ff in folds:
+        if ff.is_journal():
+            kept.append(ff)
+        elif ff.explicit:
+            raise NotAJournalError(f"{ff.path}: not a journal (no line is a journal event)")
         else:
-            # A success decides its chunk by chunk id alone: only failed spans are needed.
-            completed.update(map(_span_id, failures))
-            done.update(map(_chunk_id, successes))
-        for e in failures:
-            self._failures[e.chunk_id] = e
-
-    def _add_in_order(self, events: list[Any]) -> None:
-        """The same fold one event at a time, for events without span ids.
-
-        A dispatch without ``span_id`` gets a synthetic one (``-N``, never a
-        real hex id); a completion without one belongs to its chunk's latest
-        dispatch at that point of the file.
-        """
-        for e in events:
-            kind = e.kind
-            if kind == 1:
-                if not e.span_id:
-                    self._synthetic += 1
-                    e.span_id = f"-{self._synthetic}"
-                self._add([e])
-            elif kind == 2:
-                if not e.span_id:
-                    d = self._latest.get(e.chunk_id)
-                    if d is not None:
-                        e.span_id = d.span_id
-                    else:
-                        self._synthetic += 1
-                        e.span_id = f"-{self._synthetic}"
-                self._add([e])
-            elif kind == 3:
-                self._plan(e.chunk_ids)
-
-    def _plan(self, chunk_ids: Iterable[str]) -> None:
-        self._not_done_ids = self._undispatched_ids = None
-        self.planned.update(dict.fromkeys(chunk_ids))
+            skipped.append(f"{ff.path}: skipped, not a journal (no line is a journal event)")
+    stats = ReadStats(max_issues=max_issues)
+    sources = []
+    for ff in kept:
+        stats.add(ff.tail_stats or ff.stats)
+        sources.append(Source(str(ff.path), ff.index))
+    if reuse and len(kept) == 1 and kept[0].tail is None:
+        return Ledger(kept[0].state, stats, sources, skipped)
+    state = LedgerState(keep_attempts=keep_attempts, session=session)
+    try:
+        for file_no, ff in enumerate(kept):
+            if reuse or file_no:
+                state.merge(ff.state, file_offset=file_no)
+            else:
+                state = ff.state
+            if ff.tail is not None:
+                state.apply_batch([ff.tail], [line_ref(file_no, ff.lines + 1)])
+    except NotMergeable:
+        state = _fold_in_one(kept, keep_attempts=keep_attempts, session=session)
+    return Ledger(state, stats, sources, skipped)
 
 
-_chunk_id = attrgetter("chunk_id")
-_span_id = attrgetter("span_id")
-_success = attrgetter("success")
-
-
-def _no_completion(span: object) -> None:
-    return None
+def _fold_in_one(folds: list[FileFold], *, keep_attempts: bool, session: str | None) -> LedgerState:
+    """All files folded into one state, line by line (completions without span ids pair across files)."""
+    state = LedgerState(keep_attempts=keep_attempts, session=session)
+    for file_no, ff in enumerate(folds):
+        scan = FileScan(ff.path, ReadStats(max_issues=0))
+        base = file_no << 40
+        for events, numbers in scan.batches():
+            state.apply_batch(events, [base + n for n in numbers])
+        if scan.tail is not None:
+            state.apply_batch([scan.tail], [base + scan.lines + 1])
+    return state
 
 
 def read_ledger(
@@ -408,68 +550,137 @@ def read_ledger(
     keep_attempts: bool = True,
     session: str | None = None,
     max_issues: int = 1000,
-    detail: bool = True,
+    detail: bool | None = None,
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
+    checkpoint: bool = False,
 ) -> Ledger:
     """Read journals (files, directories of ``*.jsonl``, globs) into a :class:`Ledger`.
 
     ``expect`` is an iterable of chunk ids, or the path of a file with one per
     line; expected chunks never dispatched are ``never_dispatched``.
     ``session`` keeps only events of that session id. ``keep_attempts=False``
-    keeps only each chunk's latest attempt: memory then depends on the number
-    of chunks, not of lines. ``detail=False`` decodes only the fields that
-    decide states, the fastest read (then ``attempts`` is empty and errors,
-    tokens, output files and times read as ``None``, and so does the
-    dispatch of a done chunk): lines are folded in C when the extension is
-    built (see :mod:`spanjournal._statefold`), and a large journal is read by
-    ``workers`` processes (default: one per idle core, for journals of tens
-    of megabytes and more; 1 never forks). Never raises on bad
-    content (see ``ledger.issues``); raises
+    keeps only each chunk's latest attempt (``Chunk.attempts`` is empty):
+    memory then depends on the number of chunks, not of lines.
+    ``checkpoint=True`` saves each journal's folded state
+    (:mod:`spanjournal.checkpoint`, only with ``keep_attempts=False`` and no
+    ``session``) and starts from a valid saved one, so a later read folds
+    only what was appended; ``SPANJOURNAL_NO_CHECKPOINT=1`` turns it off.
+    ``detail`` and ``workers`` are deprecated and ignored: every read is the
+    same fold.
+
+    A file named in ``paths`` in which no line is a journal event (and that
+    is not empty) raises :class:`NotAJournalError`; such a file found in a
+    directory or by a glob is skipped and named in ``ledger.skipped``. Never
+    raises on bad content (see ``ledger.issues``); raises
     :class:`~spanjournal.reader.JournalReadError` for a path that cannot be
     read.
     """
-    if session is not None:
-        detail = True
-    stats = ReadStats(max_issues=max_issues)
-    ledger = Ledger(stats, detail=detail, keep_attempts=keep_attempts)
+    if detail is not None or workers is not None:
+        warnings.warn(
+            "read_ledger(detail=..., workers=...) is deprecated and ignored: every read is the same fold",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    checkpoint = checkpoint and checkpoints.enabled()
+    folds = []
+    done_bytes = 0
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the fold makes many objects and no cycles
     try:
-        if detail:
-            for batch in scan(paths, stats, progress=progress):
-                if session is not None:
-                    batch = [e for e in batch if e.session_id == session]
-                ledger._add(batch)
-        else:
-            ledger = _read_states(ledger, resolve_paths(paths), workers, progress)
+        for path, explicit in resolve_journals(paths):
+            report = None
+            if progress is not None:
+                base = done_bytes
+
+                def report(n: int, base: int = base) -> None:
+                    assert progress is not None
+                    progress(base + n)
+
+            ff = fold_file(
+                path,
+                explicit=explicit,
+                keep_attempts=keep_attempts,
+                session=session,
+                checkpoint=checkpoint,
+                max_issues=max_issues,
+                progress=report,
+            )
+            done_bytes += ff.stats.bytes
+            folds.append(ff)
+        ledger = _combine(folds, keep_attempts=keep_attempts, session=session, max_issues=max_issues, reuse=False)
     finally:
         if gc_was_enabled:
             gc.enable()
     if expect is not None:
-        ledger._plan(_expected_ids(expect))
+        ledger.fold.plan(_expected_ids(expect))
     return ledger
 
 
-def _read_states(
-    ledger: Ledger, files: list[Path], workers: int | None, progress: Callable[[int], None] | None
-) -> Ledger:
-    parts = workers_for(files) if workers is None else workers
-    whole = [(str(p), 0, None) for p in files]
-    try:
-        if parts > 1 and read_parallel(ledger, files, parts, progress):
-            return ledger
-        if parts > 1:  # spoiled: read again, in one process, into a new ledger
-            ledger = _states_ledger(ledger.stats.max_issues)
-        fold_segments(ledger, whole, progress)
-    except NotNative:
-        ledger = _states_ledger(ledger.stats.max_issues)
-        fold_segments(ledger, whole, progress, use_native=False)
-    return ledger
+class Follower:
+    """Keeps a ledger of journals up to date in memory: each :meth:`poll` folds only what was appended.
+
+    A journal that was truncated or replaced since the last poll is read
+    again from its start; a path that does not exist yet is empty until it
+    appears. Made by :func:`follow`.
+    """
+
+    def __init__(
+        self,
+        paths: tuple[str | os.PathLike[str], ...],
+        *,
+        expect: Iterable[str] | str | os.PathLike[str] | None = None,
+        keep_attempts: bool = False,
+        session: str | None = None,
+        max_issues: int = 1000,
+    ) -> None:
+        self.paths = paths
+        self.expect = expect
+        self.keep_attempts = keep_attempts
+        self.session = session
+        self.max_issues = max_issues
+        self._folds: dict[Path, FileFold] = {}
+
+    def poll(self) -> Ledger:
+        """The ledger of everything in the journals now."""
+        existing = [p for p in self.paths if os.path.lexists(p)]
+        folds = []
+        for path, explicit in resolve_journals(existing) if existing else []:
+            previous = self._folds.get(path)
+            ff = fold_file(
+                path,
+                explicit=explicit,
+                keep_attempts=self.keep_attempts,
+                session=self.session,
+                max_issues=self.max_issues,
+                previous=previous,
+            )
+            ff.digest = checkpoints.digest_of_path(path, ff.offset, ff.identity)
+            self._folds[path] = ff
+            folds.append(ff)
+        ledger = _combine(
+            folds, keep_attempts=self.keep_attempts, session=self.session, max_issues=self.max_issues, reuse=True
+        )
+        if self.expect is not None:
+            ledger.fold.plan(_expected_ids(self.expect))  # the same ids each time: planning again changes nothing
+        return ledger
 
 
-def _states_ledger(max_issues: int) -> Ledger:
-    return Ledger(ReadStats(max_issues=max_issues), detail=False, keep_attempts=False)
+def follow(*paths: str | os.PathLike[str], **read_ledger_kwargs: Any) -> Follower:
+    """Follow journals for a live view: ``follow(path).poll()`` is the up-to-date :class:`Ledger`.
+
+    Takes the arguments of :func:`read_ledger` (``expect``, ``keep_attempts``
+    (default False here), ``session``, ``max_issues``). Each ``poll()`` reads
+    only the bytes appended since the previous one.
+
+    >>> live = follow("runs/bench.jsonl")     # doctest: +SKIP
+    >>> live.poll().counts()                  # doctest: +SKIP
+    """
+    options = {k: v for k, v in read_ledger_kwargs.items() if k in ("expect", "keep_attempts", "session", "max_issues")}
+    unknown = set(read_ledger_kwargs) - set(options) - {"checkpoint", "detail", "workers", "progress"}
+    if unknown:
+        raise TypeError(f"follow() got unexpected arguments: {', '.join(sorted(unknown))}")
+    return Follower(paths, **options)
 
 
 def _expected_ids(expect: Iterable[str] | str | os.PathLike[str]) -> list[str]:

@@ -14,15 +14,20 @@ order, in batches. It never raises on bad content:
 
 The fast path hands whole blocks of lines to msgspec's ``decode_lines``; a
 block that holds anything odd is read again line by line for exact reports.
+Every command reads through the same decoder (the full schema), so every
+command classifies every line the same way.
 This module does not import OpenTelemetry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import io
 import os
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +85,21 @@ class ReadStats:
     #: Issues beyond this many are counted in ``bad_lines`` but not kept.
     max_issues: int = 1000
 
+    def copy(self) -> ReadStats:
+        return replace(self, files=list(self.files), torn=list(self.torn), issues=list(self.issues))
+
+    def add(self, other: ReadStats) -> None:
+        """Count ``other`` (a later file's read) in these statistics."""
+        self.files.extend(other.files)
+        self.events += other.events
+        self.lines += other.lines
+        self.bytes += other.bytes
+        self.torn_tails += other.torn_tails
+        self.torn.extend(other.torn)
+        self.bad_lines += other.bad_lines
+        self.unknown_events += other.unknown_events
+        self.issues.extend(other.issues[: max(0, self.max_issues - len(self.issues))])
+
     def report(self, path: str, line: int, message: str, *, bad: bool = True) -> None:
         if bad:
             self.bad_lines += 1
@@ -93,7 +113,12 @@ def resolve_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     Raises :class:`JournalReadError` with a one-line message for a path that
     does not exist, is not readable, or is a directory without journals.
     """
-    out: list[Path] = []
+    return [path for path, _ in resolve_journals(paths)]
+
+
+def resolve_journals(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, bool]]:
+    """Like :func:`resolve_paths`, with whether each file was named itself (not found in a directory or glob)."""
+    out: list[tuple[Path, bool]] = []
     for raw in paths:
         text = os.fspath(raw)
         p = Path(text)
@@ -101,158 +126,211 @@ def resolve_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
             found = sorted(q for q in p.glob("*.jsonl") if q.is_file())
             if not found:
                 raise JournalReadError(f"{text}: directory holds no *.jsonl journal")
-            out.extend(found)
+            out.extend((q, False) for q in found)
         elif p.exists():
             if not p.is_file():
                 raise JournalReadError(f"{text}: not a regular file")
-            out.append(p)
+            out.append((p, True))
         elif glob.has_magic(text):
             found = sorted(Path(q) for q in glob.glob(text) if Path(q).is_file())
             if not found:
                 raise JournalReadError(f"{text}: no journal matches")
-            out.extend(found)
+            out.extend((q, False) for q in found)
         else:
             raise JournalReadError(f"{text}: no such journal")
-    for p in out:
+    for p, _ in out:
         if not os.access(p, os.R_OK):
             raise JournalReadError(f"{p}: permission denied")
     return out
 
 
 Decoder = msgspec.json.Decoder[Any]
-LineDecoder = Callable[[bytes], Any]
-#: Takes a block of whole lines, ``buf[start:end]``, and the number of lines
-#: before it in the file; consumes the block and returns how many lines it held.
-BlockHandler = Callable[[bytearray, int, int, int], int]
+
+#: The one decoder of every command: each line is classified the same way by all.
+_DECODER: Decoder = msgspec.json.Decoder(Event)
 
 
 def scan(
     paths: Iterable[str | os.PathLike[str]],
     stats: ReadStats | None = None,
     *,
-    decoder: Decoder | None = None,
-    line_decoder: LineDecoder = decode_line,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[list[Any]]:
     """Yield the events of ``paths`` in file order, in batches (lists).
 
-    ``decoder`` (a ``msgspec.json.Decoder`` of an event union) and
-    ``line_decoder`` choose the event types; the defaults decode the full
-    schema. ``stats`` collects counts and :class:`ReadIssue` reports.
-    ``progress`` is called with the bytes read so far.
+    ``stats`` collects counts and :class:`ReadIssue` reports. ``progress`` is
+    called with the bytes read so far.
     """
     if stats is None:
         stats = ReadStats()
-    if decoder is None:
-        decoder = _FULL_DECODER
     for path in resolve_paths(paths):
         stats.files.append(str(path))
-        yield from _scan_file(path, stats, decoder, line_decoder, progress)
+        file_scan = FileScan(path, stats)
+        for events, _ in file_scan.batches(progress):
+            yield events
+        if file_scan.tail is not None:
+            yield [file_scan.tail]
 
 
-_FULL_DECODER: Decoder = msgspec.json.Decoder(Event)
+class FileScan:
+    """One pass over a journal file, from a line start to its end.
 
-
-def _scan_file(
-    path: Path,
-    stats: ReadStats,
-    decoder: Decoder,
-    line_decoder: LineDecoder,
-    progress: Callable[[int], None] | None,
-    offset: int = 0,
-    stop: int | None = None,
-    handle_block: BlockHandler | None = None,
-) -> Iterator[list[Any]]:
-    """Scan ``path`` from byte ``offset`` (a line start) to ``stop`` (a line end, or EOF).
-
-    Line numbers in reports count from the ``offset``. With ``handle_block``,
-    blocks of whole lines go to it rather than to ``decoder``; only an
-    unterminated last line is still decoded and yielded here.
+    :meth:`batches` yields the events of the newline-terminated lines, each
+    with its line number. Afterwards ``offset`` is the end of the last such
+    line and ``lines`` their count; an unterminated last line that parses is
+    ``tail`` (at line ``lines + 1``), one that does not is a torn tail
+    (counted in ``stats``). ``index`` holds ``(lines before, byte offset)``
+    at the start of every block read, to find a line again quickly.
     """
-    name = str(path)
-    try:
-        f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the with below
-    except OSError as exc:
-        raise JournalReadError(f"{name}: {exc.strerror}") from exc
-    with f:
-        if offset:
-            f.seek(offset)
-        remaining = -1 if stop is None else stop - offset
-        buf = bytearray(BLOCK_BYTES)
-        start = 0  # bytes of an incomplete line kept at the front of buf
-        line_no = 0  # lines before the block being decoded
-        skipping_from = 0  # line number of an overlong line being skipped, or 0
-        while remaining:
-            if start == len(buf):
-                if len(buf) >= MAX_LINE_BYTES:
-                    if not skipping_from:
-                        skipping_from = line_no + 1
-                    start = 0
-                else:
-                    buf.extend(bytes(len(buf)))
-            space = memoryview(buf)[start:] if remaining < 0 else memoryview(buf)[start : start + remaining]
-            try:
-                n = f.readinto(space)
-            except OSError as exc:
-                raise JournalReadError(f"{name}: {exc.strerror}") from exc
-            finally:
-                space.release()
-            if not n:
-                break
-            if remaining > 0:
-                remaining -= n
-            stats.bytes += n
-            end = start + n
-            cut = buf.rfind(b"\n", 0, end)
-            if cut < 0:
-                start = end
-                continue
-            block_start = 0
+
+    def __init__(
+        self, path: Path, stats: ReadStats, *, offset: int = 0, lines: int = 0, file: io.FileIO | None = None
+    ) -> None:
+        self.path = path
+        self.file = file
+        self.stats = stats
+        self.offset = offset
+        self.lines = lines
+        self.index: list[tuple[int, int]] = []
+        self.tail: Any = None
+        self.identity: tuple[int, int] | None = None
+        self.size = 0
+        #: ``stats`` as it was before the unterminated last line was looked at.
+        self.complete_stats = stats
+
+    def batches(self, progress: Callable[[int], None] | None = None) -> Iterator[tuple[list[Any], Sequence[int]]]:
+        path, stats = self.path, self.stats
+        name = str(path)
+        f = self.file if self.file is not None else open_journal(path)
+        with f:
+            st = os.fstat(f.fileno())
+            self.identity = (st.st_dev, st.st_ino)
+            if self.offset:
+                f.seek(self.offset)
+            buf = bytearray(BLOCK_BYTES)
+            start = 0  # bytes of an incomplete line kept at the front of buf
+            line_no = self.lines  # lines before the block being decoded
+            skipping_from = 0  # line number of an overlong line being skipped, or 0
+            block_offset = self.offset  # file offset of buf[0]
+            while True:
+                if start == len(buf):
+                    if len(buf) >= MAX_LINE_BYTES:
+                        if not skipping_from:
+                            skipping_from = line_no + 1
+                        block_offset += start
+                        start = 0
+                    else:
+                        buf.extend(bytes(len(buf)))
+                space = memoryview(buf)[start:]
+                try:
+                    n = f.readinto(space)
+                except OSError as exc:
+                    raise JournalReadError(f"{name}: {exc.strerror}") from exc
+                finally:
+                    space.release()
+                if not n:
+                    break
+                stats.bytes += n
+                end = start + n
+                cut = buf.rfind(b"\n", 0, end)
+                if cut < 0:
+                    start = end
+                    continue
+                block_start = 0
+                if skipping_from:
+                    first_nl = buf.find(b"\n", 0, end)
+                    stats.report(name, skipping_from, f"line longer than {MAX_LINE_BYTES} bytes skipped")
+                    stats.lines += skipping_from - line_no
+                    line_no = skipping_from
+                    skipping_from = 0
+                    block_start = first_nl + 1
+                if block_start <= cut:
+                    self.index.append((line_no, block_offset + block_start))
+                    view = memoryview(buf)[block_start : cut + 1]
+                    lines, whole = _block_lines(buf, block_start, cut + 1)
+                    events, numbers = _decode_block(view, lines, whole, line_no, name, stats)
+                    view.release()
+                    line_no += lines
+                    stats.lines += lines
+                    self.lines = line_no
+                    self.offset = block_offset + cut + 1
+                    yield events, numbers
+                rest = end - cut - 1
+                buf[:rest] = buf[cut + 1 : end]
+                block_offset += cut + 1
+                start = rest
+                if progress is not None:
+                    progress(stats.bytes)
+            self.lines = line_no
+            if not skipping_from:
+                self.offset = block_offset
+            self.size = block_offset + start
+            self.complete_stats = stats.copy()
             if skipping_from:
-                first_nl = buf.find(b"\n", 0, end)
                 stats.report(name, skipping_from, f"line longer than {MAX_LINE_BYTES} bytes skipped")
-                stats.lines += skipping_from - line_no
-                line_no = skipping_from
-                skipping_from = 0
-                block_start = first_nl + 1
-            if block_start <= cut and handle_block is not None:
-                lines = handle_block(buf, block_start, cut + 1, line_no)
-                line_no += lines
-                stats.lines += lines
-            elif block_start <= cut:
-                view = memoryview(buf)[block_start : cut + 1]
-                lines, whole = block_lines(buf, block_start, cut + 1)
-                yield _decode_block(view, lines, whole, line_no, name, stats, decoder, line_decoder)
-                view.release()
-                line_no += lines
-                stats.lines += lines
-            rest = end - cut - 1
-            buf[:rest] = buf[cut + 1 : end]
-            start = rest
-            if progress is not None:
-                progress(stats.bytes)
-        if skipping_from:
-            stats.report(name, skipping_from, f"line longer than {MAX_LINE_BYTES} bytes skipped")
-        elif start:
-            tail = bytes(buf[:start]).strip(_WHITESPACE)
-            event = _decode_tail(tail, line_decoder) if tail else None
-            stats.lines += 1
-            if event is not None:
-                stats.events += 1
-                if isinstance(event, UnknownEvent):
-                    stats.unknown_events += 1
-                else:
-                    yield [event]
-            elif tail:
-                stats.torn_tails += 1
-                stats.torn.append(ReadIssue(name, line_no + 1, TORN_TAIL))
+            elif start:
+                tail = bytes(buf[:start]).strip(_WHITESPACE)
+                event = _decode_tail(tail) if tail else None
+                stats.lines += 1
+                if event is not None:
+                    stats.events += 1
+                    if isinstance(event, UnknownEvent):
+                        stats.unknown_events += 1
+                    else:
+                        self.tail = event
+                elif tail:
+                    stats.torn_tails += 1
+                    stats.torn.append(ReadIssue(name, line_no + 1, TORN_TAIL))
 
 
-def _decode_tail(tail: bytes, line_decoder: LineDecoder) -> Any:
+def open_journal(path: Path) -> io.FileIO:
+    """Open a journal for reading, unbuffered; :class:`JournalReadError` if it cannot be."""
+    try:
+        return open(path, "rb", buffering=0)
+    except OSError as exc:
+        raise JournalReadError(f"{path}: {exc.strerror}") from exc
+
+
+def read_lines(path: str | os.PathLike[str], index: Sequence[tuple[int, int]], wanted: Iterable[int]) -> dict[int, Any]:
+    """Decode the lines numbered ``wanted`` of a file again, using its block ``index``.
+
+    Lines that cannot be found or decoded are left out.
+    """
+    out: dict[int, Any] = {}
+    todo = sorted(set(wanted))
+    if not todo:
+        return out
+    starts = [lines for lines, _ in index] or [0]
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError:
+        return out
+    with f:
+        i = 0
+        while i < len(todo):
+            block = max(0, bisect_right(starts, todo[i] - 1) - 1)
+            line_no, offset = index[block] if index else (0, 0)
+            f.seek(offset)
+            limit = starts[block + 1] if block + 1 < len(starts) else None
+            while i < len(todo) and (limit is None or todo[i] <= limit):
+                target = todo[i]
+                raw = b""
+                while line_no < target:
+                    raw = f.readline()
+                    if not raw:
+                        return out
+                    line_no += 1
+                with contextlib.suppress(*_UNDECODABLE):
+                    out[target] = decode_line(raw.rstrip(b"\n").removeprefix(_BOM).strip(_WHITESPACE))
+                i += 1
+    return out
+
+
+def _decode_tail(tail: bytes) -> Any:
     if tail.startswith(_BOM):
         tail = tail[len(_BOM) :]
     try:
-        return line_decoder(tail)
+        return decode_line(tail)
     except _UNDECODABLE:
         return None
 
@@ -263,45 +341,35 @@ def _block_lines(buf: bytearray, start: int, end: int) -> tuple[int, bool]:
     ``decode_lines`` takes several values on one line and one value over
     several lines, and passes over blank lines: only when each line is one
     object does the number of events it returns tell that each line held
-    one. (The C extension does the same in one pass.)
+    one. (A value cannot go on past a line that ends with ``}`` onto one that
+    starts with ``{``.)
     """
     lines = buf.count(b"\n", start, end)
-    whole = buf[start] == 0x7B and buf.count(b"}\n", start, end) == lines == buf.count(b"\n{", start, end) + 1
+    whole = (
+        buf[start] == 0x7B and buf[end - 2] == 0x7D and (lines == 1 or buf.count(b"}\n{", start, end) == lines - 1)
+    )
     return lines, whole
 
 
-try:
-    from spanjournal._speedups import block_lines
-except ImportError:  # pragma: no cover - built wherever a C compiler was found
-    block_lines = _block_lines  # type: ignore[assignment]  # takes the bytearray the reader has
-
-
 def _decode_block(
-    view: memoryview,
-    lines: int,
-    whole: bool,
-    line_no: int,
-    name: str,
-    stats: ReadStats,
-    decoder: Decoder,
-    line_decoder: LineDecoder,
-) -> list[Any]:
+    view: memoryview, lines: int, whole: bool, line_no: int, name: str, stats: ReadStats
+) -> tuple[list[Any], Sequence[int]]:
+    """The events of a block of whole lines, and their line numbers."""
     if whole:
         try:
-            events = decoder.decode_lines(view)
+            events = _DECODER.decode_lines(view)
         except _UNDECODABLE:
             pass
         else:
             if len(events) == lines:
                 stats.events += lines
-                return events
-    return _decode_lines_one_by_one(bytes(view), line_no, name, stats, line_decoder)
+                return events, range(line_no + 1, line_no + lines + 1)
+    return _decode_lines_one_by_one(bytes(view), line_no, name, stats)
 
 
-def _decode_lines_one_by_one(
-    block: bytes, line_no: int, name: str, stats: ReadStats, line_decoder: LineDecoder
-) -> list[Any]:
+def _decode_lines_one_by_one(block: bytes, line_no: int, name: str, stats: ReadStats) -> tuple[list[Any], list[int]]:
     out: list[Any] = []
+    numbers: list[int] = []
     for i, line in enumerate(block.split(b"\n")[:-1], start=line_no + 1):
         if line.startswith(_BOM):
             line = line[len(_BOM) :]
@@ -310,7 +378,7 @@ def _decode_lines_one_by_one(
             stats.report(name, i, "blank line skipped")
             continue
         try:
-            event = line_decoder(line)
+            event = decode_line(line)
         except msgspec.ValidationError as exc:
             stats.report(name, i, f"bad event skipped: {exc}")
             continue
@@ -322,7 +390,8 @@ def _decode_lines_one_by_one(
             stats.unknown_events += 1
             continue
         out.append(event)
-    return out
+        numbers.append(i)
+    return out, numbers
 
 
 def _describe_garbage(line: bytes, exc: Exception) -> str:

@@ -486,7 +486,7 @@ def crash_fanout(
     def ready() -> bool:
         if not path.exists():
             return False
-        ledger = read_ledger(path, detail=False)
+        ledger = read_ledger(path, keep_attempts=False)
         for chunk_id in chunk_ids:
             if chunk_id not in ledger:
                 return False

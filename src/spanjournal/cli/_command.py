@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from spanjournal import checkpoint as checkpoints
 from spanjournal.cli._output import Progress, report_read_problems
 from spanjournal.ledger import Ledger, read_ledger
 from spanjournal.reader import JournalReadError, resolve_paths
@@ -93,18 +94,31 @@ class JournalRead:
     problems: int
 
 
+def add_read_options(parser: argparse.ArgumentParser) -> None:
+    """The options every command that reads journals has."""
+    parser.add_argument(
+        "--no-checkpoint",
+        action="store_true",
+        help="read the journals whole, without using or saving checkpoints "
+        f"(also: {checkpoints.ENV_SWITCH}=1); see README, Speed",
+    )
+
+
 def read_journals(
     journals: Sequence[str],
     *,
     stderr: TextIO | None = None,
     expect: str | None = None,
-    detail: bool = True,
+    checkpoint: bool = True,
     **ledger_options: Any,
 ) -> JournalRead:
     """Read journals into a ledger the way every command does.
 
     Bad paths become a :class:`CliError`; a progress bar shows on a terminal
-    for slow reads; skipped lines are printed as warnings on ``stderr``.
+    for slow reads; files of a directory that are not journals are named,
+    one line each, and skipped lines printed as warnings, on ``stderr``.
+    Each journal's fold is saved as a checkpoint (unless ``checkpoint`` is
+    false), so the next command reads only what was appended.
     ``ledger_options`` go to :func:`~spanjournal.ledger.read_ledger`.
     """
     err = stderr if stderr is not None else sys.stderr
@@ -116,13 +130,18 @@ def read_journals(
         _check_expect_file(expect)
     progress = Progress(sum(_size(p) for p in files), err)
     try:
-        ledger = read_ledger(*files, expect=expect, detail=detail, progress=progress, **ledger_options)
+        ledger = read_ledger(
+            *journals, expect=expect, keep_attempts=False, checkpoint=checkpoint, progress=progress, **ledger_options
+        )
     except JournalReadError as exc:
         raise CliError(str(exc)) from None
     finally:
         progress.close()
-    problems = report_read_problems(ledger.stats, files, err)
-    return JournalRead(ledger, files, problems)
+    for line in ledger.skipped:
+        err.write(f"{line}\n")
+    read_files = [Path(p) for p in ledger.stats.files]
+    problems = report_read_problems(ledger.stats, read_files, err)
+    return JournalRead(ledger, read_files, problems)
 
 
 def _check_expect_file(expect: str) -> None:

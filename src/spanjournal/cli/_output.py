@@ -7,7 +7,9 @@ progress), so stdout stays the command's answer alone. Nothing here imports
 
 from __future__ import annotations
 
+import json
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -24,8 +26,38 @@ _MB = 1024 * 1024
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
-    """``plural(1, "line")`` is ``"1 line"``, ``plural(2, "line")`` is ``"2 lines"``."""
-    return f"{n} {word if n == 1 else (many or word + 's')}"
+    """``plural(1, "line")`` is ``"1 line"``, ``plural(2000, "line")`` is ``"2,000 lines"``."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
+def has_control_chars(text: str) -> bool:
+    """Whether ``text`` holds a character a terminal or ``xargs`` would not show as itself (newline, tab, escape...)."""
+    return not text.isprintable() and any(unicodedata.category(ch) in _CONTROL_CATEGORIES for ch in text)
+
+
+_CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+
+
+def escape_id(chunk_id: str) -> str:
+    """A chunk id as printed: itself, or JSON-quoted (``"a\\nb"``) when it holds control characters.
+
+    A newline inside an id printed raw would make two ids of one for ``xargs``.
+    """
+    if has_control_chars(chunk_id):
+        return json.dumps(chunk_id)
+    return chunk_id
+
+
+#: Rows a table shows on a terminal before "N more rows not shown".
+MAX_TABLE_ROWS = 50
+
+
+def bounded(rows: Sequence[Sequence[object]], limit: int | None = MAX_TABLE_ROWS) -> list[Sequence[object]]:
+    """``rows``, cut to ``limit`` with a last row saying how many were left out (``None``: all)."""
+    if limit is None or len(rows) <= limit:
+        return list(rows)
+    more = len(rows) - limit
+    return [*rows[:limit], (f"... {more:,} more row{'s' if more != 1 else ''} not shown",)]
 
 
 class Progress:
@@ -129,7 +161,7 @@ def read_summary(stats: ReadStats) -> list[str]:
 def text_table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, right: Iterable[int] = ()) -> str:
     """Rows as aligned plain-text columns under ``headers`` (none if all empty); ``right``: right-aligned columns."""
     header = [[str(h) for h in headers]] if any(headers) else []
-    cells = [*header, *([str(c) for c in row] for row in rows)]
+    cells = [*header, *([str(c) for c in row] + [""] * (len(headers) - len(row)) for row in rows)]
     widths = [max((len(row[i]) for row in cells), default=0) for i in range(len(headers))]
     right_set = set(right)
     lines = []

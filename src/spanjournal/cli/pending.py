@@ -1,9 +1,8 @@
 """``pending``: the chunk ids to retry, one per line.
 
 stdout holds only the ids (pipe it to ``xargs``); a one-line summary and any
-warnings go to stderr. The plain path reads only the fields that decide
-states (``read_ledger(detail=False)``); ``--json`` reads the details of each
-chunk's latest attempt.
+warnings go to stderr. Plain and ``--json`` read the same fold (and its
+checkpoint); ``--json`` asks it for the details of each chunk listed.
 """
 
 from __future__ import annotations
@@ -15,9 +14,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
 
-from spanjournal.cli._command import EXIT_OK, EXIT_PENDING, add_command, read_journals
-from spanjournal.cli._output import plural, read_summary
-from spanjournal.ledger import PENDING_STATES, ChunkState, Ledger
+from spanjournal.cli._command import EXIT_OK, EXIT_PENDING, add_command, add_read_options, read_journals
+from spanjournal.cli._output import escape_id, plural, read_summary
+from spanjournal.ledger import PENDING_STATES, Chunk, ChunkState, Ledger
 
 if TYPE_CHECKING:
     from spanjournal.cli._command import Subparsers
@@ -28,10 +27,12 @@ List the chunks to retry: unfinished (dispatched, never completed), failed
 first-dispatch order. Chunks whose process is still alive are `running`,
 not pending. Several journals (one per host or worker) are merged.
 
-stdout: the chunk ids, one per line, nothing else.
+stdout: the chunk ids, one per line, nothing else (an id holding a
+        control character such as a newline is printed JSON-quoted).
 stderr: a one-line summary, and warnings for lines that were skipped.
-exit:   0, or 1 with --exit-code when anything is pending;
-        2 for usage errors and journals that cannot be read."""
+exit:   0, or 1 with --exit-code when anything is pending or the journals
+        hold no dispatch at all (an empty journal, or the wrong file?);
+        2 for usage errors and files that cannot be read or are not journals."""
 
 EPILOG = """\
 examples:
@@ -41,12 +42,13 @@ examples:
   pending runs/host-*.jsonl --expect cases.txt --exit-code || echo "work left"
 """
 
-#: The states ``--state`` accepts (every state but done), in the order the summary lists them.
+#: The states ``--state`` accepts, in the order the summary lists them.
 STATE_ORDER = (
     ChunkState.UNFINISHED,
     ChunkState.FAILED,
     ChunkState.NEVER_DISPATCHED,
     ChunkState.RUNNING,
+    ChunkState.DONE,
 )
 
 
@@ -96,7 +98,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="print a JSON array of objects: chunk_id, state, attempts, last_error, error_type, "
         "output_file, last_ts, trace_id",
     )
-    parser.add_argument("--exit-code", action="store_true", help="exit 1 when anything is pending")
+    parser.add_argument(
+        "--exit-code", action="store_true", help="exit 1 when anything is pending (or nothing was ever dispatched)"
+    )
+    add_read_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,17 +110,31 @@ def run(args: argparse.Namespace) -> int:
         args.journals,
         expect=args.expect,
         session=args.session,
-        detail=bool(args.json),
-        keep_attempts=False,
+        checkpoint=not args.no_checkpoint,
     )
     ledger = read.ledger
     ids, counts = select(ledger, wanted)
     if args.json:
         write_json(ledger, ids, sys.stdout)
     elif ids:
-        sys.stdout.write("\n".join(ids) + "\n")
+        escaped = [escape_id(c) for c in ids]
+        sys.stdout.write("\n".join(escaped) + "\n")
+        quoted = sum(1 for a, b in zip(ids, escaped) if a is not b)
+        if quoted:
+            sys.stderr.write(
+                f"warning: {plural(quoted, 'chunk id')} with control characters printed JSON-quoted\n"
+            )
     sys.stderr.write(summary(ids, counts, wanted, read.ledger) + "\n")
-    return EXIT_PENDING if args.exit_code and ids else EXIT_OK
+    nothing_run = not ledger.fold.chunks and not ledger.fold.orphans
+    if nothing_run:
+        sys.stderr.write(f"warning: {_nothing_run(read.ledger)}\n")
+    return EXIT_PENDING if args.exit_code and (ids or nothing_run) else EXIT_OK
+
+
+def _nothing_run(ledger: Ledger) -> str:
+    if not ledger.stats.lines:
+        return "the journal is empty: nothing was ever dispatched (is this the right file?)"
+    return "no chunk was ever dispatched or completed in these journals (is this the right file?)"
 
 
 def select(ledger: Ledger, wanted: Iterable[ChunkState]) -> tuple[list[str], dict[ChunkState, int]]:
@@ -132,14 +151,14 @@ def select(ledger: Ledger, wanted: Iterable[ChunkState]) -> tuple[list[str], dic
 def summary(ids: list[str], counts: dict[ChunkState, int], wanted: Iterable[ChunkState], ledger: Ledger) -> str:
     """``4 pending: 3 unfinished, 1 failed (50 chunks, 1 torn line skipped)``."""
     wanted = frozenset(wanted)
-    label = "selected" if ChunkState.RUNNING in wanted else "pending"
-    head = f"{len(ids)} {label}"
-    parts = [f"{counts[s]} {_state_words(s)}" for s in STATE_ORDER if s in wanted and counts[s]]
+    label = "selected" if wanted & {ChunkState.RUNNING, ChunkState.DONE} else "pending"
+    head = f"{len(ids):,} {label}"
+    parts = [f"{counts[s]:,} {_state_words(s)}" for s in STATE_ORDER if s in wanted and counts[s]]
     if parts:
         head += ": " + ", ".join(parts)
     notes = [plural(sum(counts.values()), "chunk")]
     if ChunkState.RUNNING not in wanted and counts[ChunkState.RUNNING]:
-        notes.append(f"{counts[ChunkState.RUNNING]} still running")
+        notes.append(f"{counts[ChunkState.RUNNING]:,} still running")
     notes.extend(read_summary(ledger.stats))
     return f"{head} ({', '.join(notes)})"
 
@@ -148,9 +167,17 @@ def _state_words(state: ChunkState) -> str:
     return state.value.replace("_", " ")
 
 
+def pending_records(ledger: Ledger, chunk_ids: list[str]) -> list[dict[str, Any]]:
+    """The ``--json`` objects of chunks (their events read in one pass)."""
+    return [_record(chunk) for chunk in ledger.chunks(chunk_ids)]
+
+
 def pending_record(ledger: Ledger, chunk_id: str) -> dict[str, Any]:
     """The ``--json`` object of one chunk."""
-    chunk = ledger[chunk_id]
+    return _record(ledger[chunk_id])
+
+
+def _record(chunk: Chunk) -> dict[str, Any]:
     return {
         "chunk_id": chunk.chunk_id,
         "state": chunk.state.value,
@@ -163,6 +190,10 @@ def pending_record(ledger: Ledger, chunk_id: str) -> dict[str, Any]:
     }
 
 
+#: Chunks whose events are read again at a time for ``--json``.
+_JSON_PAGE = 4096
+
+
 def write_json(ledger: Ledger, ids: list[str], out: TextIO) -> None:
     """A JSON array, one chunk object per line."""
     encode = msgspec.json.encode
@@ -171,7 +202,8 @@ def write_json(ledger: Ledger, ids: list[str], out: TextIO) -> None:
         return
     out.write("[\n")
     last = len(ids) - 1
-    for i, cid in enumerate(ids):
-        out.write(encode(pending_record(ledger, cid)).decode())
-        out.write(",\n" if i < last else "\n")
+    for start in range(0, len(ids), _JSON_PAGE):
+        for i, record in enumerate(pending_records(ledger, ids[start : start + _JSON_PAGE]), start=start):
+            out.write(encode(record).decode())
+            out.write(",\n" if i < last else "\n")
     out.write("]\n")

@@ -27,7 +27,7 @@ import msgspec
 
 from spanjournal._process import HOST
 from spanjournal._schema import Completed
-from spanjournal.cli._command import EXIT_OK, CliError, add_command, read_journals
+from spanjournal.cli._command import EXIT_OK, CliError, add_command, add_read_options, read_journals
 from spanjournal.cli._output import plural, text_table
 from spanjournal.journal import Journal, JournalWriteError
 from spanjournal.ledger import Chunk, ChunkState, Ledger
@@ -132,6 +132,7 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--apply", action="store_true", help="append the completions (default: only show them)")
     parser.add_argument("--json", action="store_true", help="print the decisions as a JSON array")
+    add_read_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise CliError(f"--root {args.root}: not a directory")
     validation = resolve_validation(args.validate)
-    read = read_journals([str(journal)], detail=True, keep_attempts=True)
+    read = read_journals([str(journal)], checkpoint=not args.no_checkpoint)
     decisions = decide(read.ledger, root, validation)
     valid = [d for d in decisions if d.verdict is Verdict.VALID]
     if args.apply and valid:
@@ -180,28 +181,21 @@ def decide(ledger: Ledger, root: Path, validation: Validation) -> list[Decision]
     return out
 
 
-def output_file_of(chunk: Chunk) -> str | None:
-    """The output file named by the latest dispatch, else by the latest completion that names one."""
-    if chunk.dispatch is not None and chunk.dispatch.output_file:
-        return chunk.dispatch.output_file
-    for completion in reversed(chunk.completions()):
-        if completion.output_file:
-            return completion.output_file
-    return None
-
-
 def check_chunk(chunk: Chunk, root: Path, validation: Validation) -> Decision:
-    output = output_file_of(chunk)
-    if output is None:
+    output = chunk.output_file
+    where = chunk.output_path(root)
+    if output is None or where is None:
         return Decision(chunk, Verdict.NO_OUTPUT, "no output file named in the journal")
-    path, refusal = confine(root, output)
+    # confine() takes a path under the root as relative to it, and an absolute one as it is
+    target = os.fspath(where) if where.is_absolute() and Path(output).is_absolute() else os.path.relpath(where, root)
+    path, refusal = confine(root, target)
     if path is None:
         return Decision(chunk, Verdict.REFUSED, f"refused: {refusal}", output)
     name, check = validation.for_file(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        return Decision(chunk, Verdict.MISSING, "output file missing", output)
+        return Decision(chunk, Verdict.MISSING, f"output file missing (looked for at {where})", output)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return Decision(chunk, Verdict.REFUSED, "refused: the output file became a symlink", output)

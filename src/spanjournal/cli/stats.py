@@ -14,16 +14,16 @@ import math
 import os
 import re
 import sys
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
-from spanjournal.cli._command import EXIT_OK, CliError, add_command, read_journals
-from spanjournal.cli._output import text_table
-from spanjournal.ledger import Chunk, ChunkState, Ledger
+from spanjournal.cli._command import EXIT_OK, CliError, add_command, add_read_options, read_journals
+from spanjournal.cli._output import MAX_TABLE_ROWS, bounded, escape_id, text_table
+from spanjournal.fold import ChunkRecord, dispatch_field
+from spanjournal.ledger import ChunkState, Ledger, output_path
 
 if TYPE_CHECKING:
     from spanjournal.cli._command import Subparsers
@@ -99,6 +99,8 @@ class Durations(msgspec.Struct, kw_only=True):
 class MissingOutput(msgspec.Struct, kw_only=True):
     chunk_id: str
     output_file: str
+    #: Where it was looked for.
+    path: str
 
 
 class Journals(msgspec.Struct, kw_only=True):
@@ -141,6 +143,10 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--price-per-1k-tokens", type=_price, metavar="X", help="price of 1000 tokens, for cost")
     parser.add_argument("--root", metavar="DIR", help="directory output paths are relative to")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument(
+        "--all-rows", action="store_true", help="print every row of every table (default: at most 50 on a terminal)"
+    )
+    add_read_options(parser)
 
 
 def _price(text: str) -> float:
@@ -155,25 +161,29 @@ def _price(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     group_of = grouper(args.group_by)
-    read = read_journals(args.journals, detail=True, keep_attempts=False)
-    root = Path(args.root) if args.root is not None else read.files[0].parent
+    read = read_journals(args.journals, checkpoint=not args.no_checkpoint)
+    root = Path(args.root) if args.root is not None else (read.files[0].parent if read.files else Path("."))
     result = compute(read.ledger, group_of, group_by=args.group_by, price=args.price_per_1k_tokens, root=root)
     if args.json:
         sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
     elif _isatty(sys.stdout):
-        render_rich(result, sys.stdout)
+        render_rich(result, sys.stdout, limit=None if args.all_rows else MAX_TABLE_ROWS)
     else:
         sys.stdout.write(render_text(result))
     return EXIT_OK
 
 
-def grouper(spec: str) -> Callable[[Chunk], str]:
+#: The group of a chunk, from its id and its record (None: a chunk only planned).
+GroupOf = Callable[[str, "ChunkRecord | None"], str]
+
+
+def grouper(spec: str) -> GroupOf:
     """The group of a chunk: a dispatch field, or the first group of a regex over the chunk id."""
     if spec in GROUP_FIELDS:
         missing = f"(no {spec})"
 
-        def by_field(chunk: Chunk) -> str:
-            value = getattr(chunk.dispatch, spec, None) if chunk.dispatch is not None else None
+        def by_field(chunk_id: str, rec: ChunkRecord | None) -> str:
+            value = dispatch_field(rec, spec) if rec is not None else None
             return value or missing
 
         return by_field
@@ -182,8 +192,8 @@ def grouper(spec: str) -> Callable[[Chunk], str]:
     except re.error as exc:
         raise CliError(f"--group-by {spec}: not a field ({', '.join(GROUP_FIELDS)}) nor a valid regex: {exc}") from None
 
-    def by_regex(chunk: Chunk) -> str:
-        m = pattern.search(chunk.chunk_id)
+    def by_regex(chunk_id: str, rec: ChunkRecord | None) -> str:
+        m = pattern.search(chunk_id)
         if m is None:
             return "(no match)"
         return (m.group(1) if pattern.groups else m.group(0)) or "(empty)"
@@ -193,47 +203,51 @@ def grouper(spec: str) -> Callable[[Chunk], str]:
 
 def compute(
     ledger: Ledger,
-    group_of: Callable[[Chunk], str],
+    group_of: GroupOf,
     *,
     group_by: str = "batch",
     price: float | None = None,
     root: Path | None = None,
 ) -> RunStats:
-    """Fold a ledger into :class:`RunStats`. Output files are looked for under ``root`` (None: not checked)."""
+    """The report of a ledger, from the aggregates its fold keeps (no event is read again).
+
+    Output files are looked for where :meth:`~spanjournal.ledger.Chunk.output_path`
+    says, relative paths without a recorded ``cwd`` under ``root`` (None: not checked).
+    """
+    fold = ledger.fold
+    not_done = ledger.not_done_states()
     states: dict[str, dict[ChunkState, int]] = {}
     tokens_by_group: dict[str, int] = {}
-    failures: Counter[str] = Counter()
-    durations: list[float] = []
     attempts = dispatched = retried = 0
     missing: list[MissingOutput] = []
-    outputs = OutputFiles(root) if root is not None else None
+    outputs = OutputFiles() if root is not None else None
     done = ChunkState.DONE
-    group_of_chunk: dict[str, str] = {}
-    for chunk in ledger:
-        state = chunk.state
-        name = group_of_chunk[chunk.chunk_id] = group_of(chunk)
-        counts = states.get(name)
-        if counts is None:
-            counts = states[name] = dict.fromkeys(ChunkState, 0)
-            tokens_by_group[name] = 0
-        counts[state] += 1
-        n = chunk.attempt_count
-        attempts += n
-        dispatched += n > 0
-        retried += n > 1
-        if outputs is not None and state is done:
-            output = chunk.output_file
-            if output and not outputs.exists(output):
-                missing.append(MissingOutput(chunk_id=chunk.chunk_id, output_file=output))
-    for c in ledger.completions():
-        name = group_of_chunk[c.chunk_id]
-        tokens_by_group[name] += c.tokens_used if c.tokens_used is not None else (c.input_tokens or 0) + (
-            c.output_tokens or 0
-        )
-        if c.duration_ms is not None and not c.reconciled:
-            durations.append(c.duration_ms)
-        if not c.success:
-            failures[c.error_type or "(none)"] += 1
+    for records in (fold.chunks, fold.orphans):
+        for cid, rec in records.items():
+            name = group_of(cid, rec)
+            counts = states.get(name)
+            if counts is None:
+                counts = states[name] = dict.fromkeys(ChunkState, 0)
+                tokens_by_group[name] = 0
+            state = done if rec.done else not_done[cid]
+            counts[state] += 1
+            tokens_by_group[name] += rec.tokens
+            n = rec.attempts
+            attempts += n
+            dispatched += n > 0
+            retried += n > 1
+            if outputs is not None and rec.done and rec.output_file:
+                path = output_path(rec.output_file, dispatch_field(rec, "cwd"), root)
+                if path is not None and not outputs.exists(path):
+                    missing.append(MissingOutput(chunk_id=cid, output_file=rec.output_file, path=str(path)))
+    for cid, state in not_done.items():
+        if state is ChunkState.NEVER_DISPATCHED:
+            name = group_of(cid, None)
+            counts = states.get(name)
+            if counts is None:
+                counts = states[name] = dict.fromkeys(ChunkState, 0)
+                tokens_by_group[name] = 0
+            counts[state] += 1
     groups = {name: _group_stats(name, counts, tokens_by_group[name]) for name, counts in states.items()}
     totals = Totals(attempts=attempts, dispatched=dispatched, retried=retried)
     for group in groups.values():
@@ -255,6 +269,7 @@ def compute(
             total=total_cost,
             per_done_chunk=total_cost / totals.done if totals.done else None,
         )
+    failures = sorted(fold.error_types.items(), key=lambda kv: -kv[1])
     stats = ledger.stats
     return RunStats(
         journals=Journals(
@@ -265,29 +280,28 @@ def compute(
         groups=ordered,
         tokens=Tokens(total=tokens_total, per_done_chunk=per_done),
         cost=cost,
-        duration_ms=percentiles(durations),
-        failures_by_error_type=dict(failures.most_common()),
+        duration_ms=percentiles(fold.durations),
+        failures_by_error_type=dict(failures),
         missing_outputs=missing,
     )
 
 
 class OutputFiles:
-    """Which output files exist under a root: each directory is listed once, not every file stat'ed."""
+    """Which output files exist: each directory is listed once, not every file stat'ed."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = os.fspath(root)
+    def __init__(self) -> None:
         self._listings: dict[str, frozenset[str] | None] = {}
 
-    def exists(self, output: str) -> bool:
-        relative_dir, _, name = output.rpartition("/")
+    def exists(self, path: Path) -> bool:
+        directory, name = os.path.split(os.fspath(path))
         try:
-            names = self._listings[relative_dir]
+            names = self._listings[directory]
         except KeyError:
             try:
-                names = frozenset(os.listdir(os.path.join(self.root, relative_dir)))
+                names = frozenset(os.listdir(directory or "."))
             except OSError:
                 names = None
-            self._listings[relative_dir] = names
+            self._listings[directory] = names
         return names is not None and name in names
 
 
@@ -401,20 +415,22 @@ def sections(result: RunStats) -> list[Section]:
         read_note += f", {_count(j.torn_lines + j.bad_lines, 'line')} skipped"
     out: list[Section] = [(f"Run ({read_note})", ("", ""), run_rows, (1,))]
 
-    headers = [result.group_by, "chunks", "done", "failed", "unfinished", "success", "tokens"]
+    headers = [result.group_by, "chunks", "done", "failed", "unfinished"]
+    if t.running:
+        headers.append("running")
+    if t.never_dispatched:
+        headers.append("never dispatched")
+    headers += ["success", "tokens"]
     if result.cost is not None:
         headers.append("cost")
     group_rows: list[Sequence[object]] = []
     for g in result.groups:
-        row: list[object] = [
-            g.group,
-            _number(g.chunks),
-            _number(g.done),
-            _number(g.failed),
-            _number(g.unfinished + g.running + g.never_dispatched),
-            _pct(g.success_rate),
-            _number(g.tokens),
-        ]
+        row: list[object] = [g.group, _number(g.chunks), _number(g.done), _number(g.failed), _number(g.unfinished)]
+        if t.running:
+            row.append(_number(g.running))
+        if t.never_dispatched:
+            row.append(_number(g.never_dispatched))
+        row += [_pct(g.success_rate), _number(g.tokens)]
         if result.cost is not None:
             row.append(_money(g.cost))
         group_rows.append(row)
@@ -424,12 +440,14 @@ def sections(result: RunStats) -> list[Section]:
         rows: list[Sequence[object]] = [(k, _number(v)) for k, v in result.failures_by_error_type.items()]
         out.append(("Failed attempts by error_type", ("error_type", "attempts"), rows, (1,)))
     if result.missing_outputs:
-        shown: list[Sequence[object]] = [(m.chunk_id, m.output_file) for m in result.missing_outputs[:MISSING_SHOWN]]
+        shown: list[Sequence[object]] = [
+            (escape_id(m.chunk_id), m.path) for m in result.missing_outputs[:MISSING_SHOWN]
+        ]
         more = len(result.missing_outputs) - MISSING_SHOWN
         if more > 0:
-            shown.append((f"... and {more} more", ""))
-        title = f"Done chunks whose output file is missing ({len(result.missing_outputs)})"
-        out.append((title, ("chunk", "output_file"), shown, ()))
+            shown.append((f"... {more:,} more row{'s' if more != 1 else ''} not shown", ""))
+        title = f"Done chunks whose output file is missing ({len(result.missing_outputs):,})"
+        out.append((title, ("chunk", "looked for at"), shown, ()))
     return out
 
 
@@ -441,8 +459,8 @@ def render_text(result: RunStats) -> str:
     return "\n".join(parts)
 
 
-def render_rich(result: RunStats, stream: TextIO) -> None:
-    """Tables for a terminal."""
+def render_rich(result: RunStats, stream: TextIO, *, limit: int | None = MAX_TABLE_ROWS) -> None:
+    """Tables for a terminal, each cut to ``limit`` rows (with a row saying how many more)."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -453,8 +471,9 @@ def render_rich(result: RunStats, stream: TextIO) -> None:
         table = Table(show_header=any(headers))
         for i, header in enumerate(headers):
             table.add_column(Text(header), justify="right" if i in right else "left")
-        for row in rows:
-            table.add_row(*(Text(str(c)) for c in row))
+        for row in bounded(rows, limit):
+            cells = [str(c) for c in row]
+            table.add_row(*(Text(c) for c in cells + [""] * (len(headers) - len(cells))))
         console.print(table)
 
 

@@ -1,0 +1,344 @@
+"""The fold: a journal's events folded into one record per chunk.
+
+:class:`LedgerState` is the one place where the rules that turn events into
+answers are written: which attempt is a chunk's latest, when a chunk is done
+or failed, which output file it has, how many tokens it spent. It has one way
+to take an event (:meth:`LedgerState.apply`) and one way to take another
+state read from a later part of the journals (:meth:`LedgerState.merge`).
+Every command asks the same state: :class:`~spanjournal.ledger.Ledger` is a
+view over it, ``stats`` reads the aggregates it keeps up to date, and a
+checkpoint (:mod:`spanjournal.checkpoint`) is this state saved, so that a
+later read folds only what was appended since.
+
+Memory follows the number of chunks, not of lines: a chunk keeps a small
+:class:`ChunkRecord`; the full dispatch is kept only while the chunk is not
+done, and every event is known by its line (a :data:`LineRef`), from which
+the ledger reads it back when asked.
+
+The rules (in file order, over all journals given):
+
+- a dispatch is a new attempt of its chunk and becomes its latest;
+- a completion pairs with its dispatch by ``span_id``; one without a span id
+  belongs to its chunk's latest dispatch at that point of the file;
+- a chunk is done once any attempt completed with ``success: true``; it is
+  failed when its latest attempt completed with ``success: false``;
+- a chunk's output file is the one its success names, else the one named by
+  its latest event that names one; a relative one is relative to the working
+  directory (``cwd``) of the chunk's latest dispatch;
+- a completion's tokens are ``tokens_used``, else ``input_tokens + output_tokens``.
+
+This module does not import OpenTelemetry.
+"""
+
+from __future__ import annotations
+
+import array
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from spanjournal._schema import Completed, Dispatched
+
+#: A line of a journal: ``file number << LINE_BITS | line number`` (line numbers count from 1; 0: none).
+LineRef = int
+LINE_BITS = 40
+
+#: What ``failures_by_error_type`` counts a failure without ``error_type`` as.
+NO_ERROR_TYPE = "(none)"
+
+
+def line_ref(file_no: int, line: int) -> LineRef:
+    return file_no << LINE_BITS | line
+
+
+def split_ref(ref: LineRef) -> tuple[int, int]:
+    """``(file number, line number)`` of a :data:`LineRef`."""
+    return ref >> LINE_BITS, ref & ((1 << LINE_BITS) - 1)
+
+
+def tokens_of(c: Completed) -> int:
+    """The tokens a completion spent: ``tokens_used``, else input + output."""
+    if c.tokens_used is not None:
+        return c.tokens_used
+    return (c.input_tokens or 0) + (c.output_tokens or 0)
+
+
+class ChunkRecord(msgspec.Struct, array_like=True, gc=False):
+    """What the fold keeps of one chunk."""
+
+    #: Dispatches of the chunk (attempts).
+    attempts: int = 0
+    #: The latest dispatch's span id (a synthetic one, starting with ``-``, if it had none).
+    span: str | None = None
+    dispatch_line: LineRef = 0
+    #: Some attempt completed with ``success: true``; the first such completion.
+    done: bool = False
+    success_span: str | None = None
+    success_line: LineRef = 0
+    #: The latest failure's span id (for a chunk never dispatched: its latest attempt).
+    failure_span: str | None = None
+    #: Tokens over every completion of the chunk.
+    tokens: int = 0
+    output_file: str | None = None
+    output_from_success: bool = False
+    #: The latest dispatch itself, kept while the chunk is not done (its process tells running
+    #: from unfinished); once done, only the fields below are kept of it.
+    dispatch: Dispatched | None = None
+    #: The latest dispatch's ``batch``, ``agent`` and working directory (``cwd``: what a
+    #: relative output file is relative to), once the chunk is done; see :func:`dispatch_field`.
+    batch: str | None = None
+    agent: str | None = None
+    cwd: str | None = None
+    #: Every dispatch and completion of the chunk, in file order (only with ``keep_attempts``).
+    history: list[Any] | None = None
+
+
+def _keep_dispatch_fields(rec: ChunkRecord, d: Dispatched) -> None:
+    """Keep what is asked of a done chunk's latest dispatch without keeping the dispatch."""
+    rec.batch = d.batch
+    rec.agent = d.agent
+    if not rec.output_from_success:
+        rec.cwd = d.cwd
+
+
+def dispatch_field(rec: ChunkRecord, name: str) -> str | None:
+    """``batch``, ``agent`` or ``cwd`` of a chunk's latest dispatch."""
+    d = rec.dispatch
+    return getattr(d if d is not None else rec, name)  # type: ignore[no-any-return]
+
+
+class NotMergeable(Exception):
+    """A later part holds a completion without span id whose dispatch is in an earlier part."""
+
+
+class LedgerState:
+    """The journals folded so far.
+
+    ``keep_attempts`` keeps every event of every attempt (for
+    ``Chunk.attempts``), not only the latest; ``session`` folds only the
+    events of that session id.
+    """
+
+    def __init__(self, *, keep_attempts: bool = False, session: str | None = None) -> None:
+        self.keep_attempts = keep_attempts
+        self.session = session
+        #: Dispatched chunks, in first-dispatch order.
+        self.chunks: dict[str, ChunkRecord] = {}
+        #: Chunks seen only in completions (so far), in order of first completion.
+        self.orphans: dict[str, ChunkRecord] = {}
+        self.planned: dict[str, None] = {}
+        #: Session ids of dispatches, in order.
+        self.sessions: dict[str, None] = {}
+        #: span id -> its failed completion.
+        self.failed: dict[str, Completed] = {}
+        #: Durations (ms) of completions that ran here (not reconciled ones).
+        self.durations: array.array[float] = array.array("d")
+        #: Failed completions by ``error_type``.
+        self.error_types: dict[str, int] = {}
+        #: Chunks with a completion without span id that had no dispatch before it.
+        self.spanless_orphans: set[str] = set()
+        self._synthetic = 0
+        self._token = secrets.token_hex(4)
+
+    # -- folding ------------------------------------------------------------
+
+    def apply(self, event: Any, line: LineRef = 0) -> None:
+        """Fold one event (a schema struct), read at ``line``."""
+        self.apply_batch((event,), (line,))
+
+    def apply_batch(self, events: Iterable[Any], lines: Iterable[LineRef]) -> None:
+        """Fold events in file order, each with its line.
+
+        The rules of the module docstring, written once (one loop, for speed).
+        """
+        chunks, orphans, failed, sessions = self.chunks, self.orphans, self.failed, self.sessions
+        durations, error_types, session = self.durations, self.error_types, self.session
+        keep = self.keep_attempts
+        for e, line in zip(events, lines):
+            if session is not None and e.session_id != session:
+                continue
+            kind = e.kind
+            if kind == 1:  # a dispatch: a new attempt, the chunk's latest
+                cid = e.chunk_id
+                rec = chunks.get(cid)
+                if rec is None:
+                    rec = orphans.pop(cid, None)
+                    if rec is None:
+                        rec = ChunkRecord(history=[] if keep else None)
+                    chunks[cid] = rec
+                span = e.span_id or self._synthetic_span()
+                rec.attempts += 1
+                rec.span = span
+                rec.dispatch_line = line
+                if e.output_file and not rec.output_from_success:
+                    rec.output_file = e.output_file
+                if rec.done:
+                    _keep_dispatch_fields(rec, e)
+                else:
+                    rec.dispatch = e
+                if keep:
+                    rec.history.append(e)  # type: ignore[union-attr]
+                if e.session_id not in sessions:
+                    sessions[e.session_id] = None
+            elif kind == 2:  # a completion: of its span's attempt, else of the chunk's latest
+                cid = e.chunk_id
+                rec = chunks.get(cid)
+                if rec is None:
+                    rec = orphans.get(cid)
+                    if rec is None:
+                        rec = orphans[cid] = ChunkRecord(history=[] if keep else None)
+                span = e.span_id
+                if not span:
+                    if rec.span is not None:
+                        span = rec.span
+                    else:
+                        span = self._synthetic_span()
+                        self.spanless_orphans.add(cid)
+                tokens = e.tokens_used
+                rec.tokens += tokens if tokens is not None else (e.input_tokens or 0) + (e.output_tokens or 0)
+                if e.duration_ms is not None and not e.reconciled:
+                    durations.append(e.duration_ms)
+                if keep:
+                    rec.history.append(e)  # type: ignore[union-attr]
+                if e.success:
+                    if not rec.done:
+                        rec.done = True
+                        rec.success_span = span
+                        rec.success_line = line
+                        d = rec.dispatch
+                        if d is not None:
+                            _keep_dispatch_fields(rec, d)
+                            rec.dispatch = None
+                        if e.output_file:
+                            rec.output_file = e.output_file
+                            rec.output_from_success = True
+                else:
+                    failed[span] = e
+                    rec.failure_span = span
+                    error_type = e.error_type or NO_ERROR_TYPE
+                    error_types[error_type] = error_types.get(error_type, 0) + 1
+                    if e.output_file and not rec.output_from_success:
+                        rec.output_file = e.output_file
+            elif kind == 3:
+                self.plan(e.chunk_ids)
+
+    def plan(self, chunk_ids: Iterable[str]) -> None:
+        """Chunks a run intends to dispatch (``run_planned``, ``expect``)."""
+        self.planned.update(dict.fromkeys(chunk_ids))
+
+    def synthetic_counter(self) -> tuple[int, str]:
+        """What makes synthetic span ids unique: saved with a checkpoint."""
+        return self._synthetic, self._token
+
+    def restore_synthetic(self, counter: int, token: str) -> None:
+        self._synthetic, self._token = counter, token
+
+    def _synthetic_span(self) -> str:
+        self._synthetic += 1
+        return f"-{self._token}-{self._synthetic}"
+
+    # -- merging ------------------------------------------------------------
+
+    def merge(self, other: LedgerState, *, file_offset: int = 0) -> None:
+        """Fold ``other``, the state of what comes after this one in file order, into this one.
+
+        ``other`` is left as it was (its records are copied). Its line
+        references move up by ``file_offset`` files. Raises
+        :class:`NotMergeable` when ``other`` holds a completion without span
+        id that would have paired with a dispatch of this state.
+        """
+        if other.spanless_orphans and any(c in self.chunks or c in self.orphans for c in other.spanless_orphans):
+            raise NotMergeable(", ".join(sorted(other.spanless_orphans)))
+        shift = file_offset << LINE_BITS
+        chunks, orphans = self.chunks, self.orphans
+        for cid, theirs in other.chunks.items():
+            ours = chunks.get(cid)
+            if ours is None:
+                ours = orphans.pop(cid, None)
+                if ours is None:
+                    chunks[cid] = _moved(theirs, shift)
+                    continue
+                chunks[cid] = ours
+            _combine(ours, theirs, shift)
+        for cid, theirs in other.orphans.items():
+            ours = chunks.get(cid) or orphans.get(cid)
+            if ours is None:
+                orphans[cid] = _moved(theirs, shift)
+            else:
+                _combine(ours, theirs, shift)
+        self.planned.update(other.planned)
+        self.sessions.update(other.sessions)
+        self.failed.update(other.failed)
+        self.durations.extend(other.durations)
+        for k, n in other.error_types.items():
+            self.error_types[k] = self.error_types.get(k, 0) + n
+        self.spanless_orphans |= other.spanless_orphans - self.chunks.keys()
+
+    # -- answers ------------------------------------------------------------
+
+    def record(self, chunk_id: str) -> ChunkRecord | None:
+        return self.chunks.get(chunk_id) or self.orphans.get(chunk_id)
+
+    def is_failed(self, rec: ChunkRecord) -> bool:
+        """Not done, and the latest attempt failed (or, never dispatched, some attempt did)."""
+        if rec.done:
+            return False
+        if rec.attempts:
+            return rec.span in self.failed
+        return rec.failure_span is not None
+
+    def latest_completion(self, rec: ChunkRecord) -> tuple[Completed | None, LineRef]:
+        """The completion of the chunk's latest attempt: the failure itself, or the success's line."""
+        span = rec.span if rec.attempts else (rec.failure_span if not rec.done else rec.success_span)
+        if span is None:
+            return None, 0
+        if rec.done and span == rec.success_span:
+            return None, rec.success_line
+        return self.failed.get(span), 0
+
+    def chunk_count(self) -> int:
+        return len(self.chunks) + len(self.orphans) + sum(
+            1 for c in self.planned if c not in self.chunks and c not in self.orphans
+        )
+
+
+def _moved(rec: ChunkRecord, shift: int) -> ChunkRecord:
+    """A copy of ``rec`` with its line references moved up by ``shift``."""
+    out = msgspec.structs.replace(rec)
+    if shift:
+        if out.dispatch_line:
+            out.dispatch_line += shift
+        if out.success_line:
+            out.success_line += shift
+    if out.history is not None:
+        out.history = list(out.history)
+    return out
+
+
+def _combine(ours: ChunkRecord, theirs: ChunkRecord, shift: int) -> None:
+    """Fold a later part's record of a chunk into this part's."""
+    if theirs.attempts:
+        ours.attempts += theirs.attempts
+        ours.span = theirs.span
+        ours.dispatch_line = theirs.dispatch_line + shift if theirs.dispatch_line else 0
+        ours.batch, ours.agent = dispatch_field(theirs, "batch"), dispatch_field(theirs, "agent")
+        if not ours.output_from_success:
+            ours.cwd = dispatch_field(theirs, "cwd")
+        ours.dispatch = theirs.dispatch
+    if theirs.failure_span is not None:
+        ours.failure_span = theirs.failure_span
+    if not ours.output_from_success and theirs.output_file:
+        ours.output_file = theirs.output_file
+        ours.output_from_success = theirs.output_from_success
+    if theirs.done and not ours.done:
+        ours.done = True
+        ours.success_span = theirs.success_span
+        ours.success_line = theirs.success_line + shift if theirs.success_line else 0
+    if ours.done and ours.dispatch is not None:
+        _keep_dispatch_fields(ours, ours.dispatch)
+        ours.dispatch = None
+    ours.tokens += theirs.tokens
+    if ours.history is not None and theirs.history is not None:
+        ours.history.extend(theirs.history)
