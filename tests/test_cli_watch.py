@@ -29,9 +29,9 @@ from typing import Any
 import pytest
 
 from cli_journals import completed, dispatched, failed, run, write_journal
-from spanjournal.cli.watch import JournalFollower, make_frame, render_text
+from spanjournal._schema import encode
+from spanjournal.cli.watch import Watcher, make_frame, render_text
 from spanjournal.ledger import read_ledger
-from spanjournal.reader import JournalReadError
 from spanjournal.testing import chunk_ids
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,26 +103,36 @@ def test_a_frame_counts_states_rates_failures_tokens_and_cost(journal: Path) -> 
     assert "\x1b" not in text
 
 
-def test_the_follower_waits_for_a_journal_rereads_what_changed_and_a_replaced_one(tmp_path: Path) -> None:
+def test_the_watcher_waits_for_a_journal_follows_it_and_a_replaced_one(tmp_path: Path) -> None:
     path = tmp_path / "later.jsonl"
     clock = [0.0]
-    follower = JournalFollower([str(path)], recheck=5.0, clock=lambda: clock[0])
-    with pytest.raises(JournalReadError):
-        follower.poll()
-    write_journal(path, [dispatched("c1")])
-    assert follower.poll().pending() == ["c1"] and follower.reads == 1
-    assert follower.poll().pending() == ["c1"] and follower.reads == 1  # nothing changed: not read again
+    watcher = Watcher([str(path)], clock=lambda: clock[0])
+    assert "no such journal" in (watcher.frame().waiting or "")
+    write_journal(
+        path, [dispatched("c1", ts=T.format(0)), dispatched("c2", ts=T.format(1)), failed("c2", ts=T.format(5))]
+    )
+    frame = watcher.frame()
+    assert frame.waiting is None and frame.stats is not None
+    assert (frame.stats.totals.failed, frame.stats.totals.unfinished) == (1, 1)
+    assert [f.chunk_id for f in frame.failures] == ["c2"] and frame.failures[0].ts == "13:22:05"
+    assert frame.rate_recent is None  # one look: no throughput yet
+    clock[0] = 30.0
     with open(path, "ab") as f:
-        f.write(json.dumps({"v": 1, "event": "subagent_dispatched", "chunk_id": "c2", "ts": T.format(1)}).encode())
-        f.write(b"\n")
-    assert follower.poll().pending() == ["c1", "c2"] and follower.reads == 2
+        for event in (
+            completed("c1", ts=T.format(20)),
+            dispatched("c3", ts=T.format(21)),
+            failed("c3", ts=T.format(25)),
+        ):
+            f.write(encode(event))
+    frame = watcher.frame()
+    assert frame.stats is not None and frame.stats.totals.done == 1
+    assert frame.rate_recent == 2.0  # one more done in 30 s of watching
+    assert frame.eta_seconds == 60.0  # two not done, at 2 a minute
+    assert [f.chunk_id for f in frame.failures] == ["c3", "c2"]  # the newest first
     replacement = write_journal(tmp_path / "new.jsonl", [dispatched("x1"), completed("x1")])
     os.replace(replacement, path)
-    assert follower.poll().counts()["done"] == 1 and follower.reads == 3
-    assert follower.poll() is not None and follower.reads == 3
-    clock[0] = 5.0  # a writer may have died since: states are looked at again
-    follower.poll()
-    assert follower.reads == 4
+    frame = watcher.frame()
+    assert frame.stats is not None and (frame.stats.totals.chunks, frame.stats.totals.done) == (1, 1)
 
 
 def test_once_in_a_pipe_is_plain_text(journal: Path) -> None:

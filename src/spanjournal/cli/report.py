@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"-o {args.output}: is a directory")
     if not output.parent.is_dir():
         raise CliError(f"-o {args.output}: no such directory: {output.parent}")
-    read = read_journals(args.journals, detail=True, keep_attempts=True)
+    read = read_journals(args.journals, keep_attempts=True)
     title = args.title or read.files[0].name
     data = build(read.ledger, files=[str(p) for p in read.files], title=title, price=args.price_per_1k_tokens)
     write_page(output, data)
@@ -239,7 +239,7 @@ class _Clock:
 
 
 def build(ledger: Ledger, *, files: Sequence[str], title: str, price: float | None = None) -> ReportData:
-    """The data of the page for ``ledger`` (read with ``detail=True`` and attempts kept)."""
+    """The data of the page for ``ledger`` (read with its attempts kept)."""
     strings = StringTable()
     clock = _Clock()
     cols = Columns()

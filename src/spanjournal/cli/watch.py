@@ -6,29 +6,31 @@ breakdown by batch or agent. ``--once`` prints one frame; piped output is
 plain text (a new frame when something changed); Ctrl-C ends it quietly.
 
 A journal that does not exist yet is waited for; one that is replaced
-(written anew under the same name) is read anew. The journals are read
-again only when a file changed (its size, identity or time), and otherwise
-every few seconds, so that a writer that died turns ``running`` into
-``unfinished``.
+(written anew under the same name) is read anew. Each look folds only what
+was appended since the previous one (:func:`spanjournal.ledger.follow`), so
+watching a journal of millions of events costs little once it is read.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import math
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 
-from spanjournal.cli._command import EXIT_OK, CliError, add_command
+from spanjournal._schema import Completed
+from spanjournal.cli._command import EXIT_OK, add_command, read_journals
 from spanjournal.cli._output import plural, text_table
 from spanjournal.cli.stats import RunStats, _price, compute, grouper
-from spanjournal.ledger import Ledger, read_ledger
-from spanjournal.reader import JournalReadError, resolve_paths
+from spanjournal.ledger import ChunkState, Ledger, follow
+from spanjournal.reader import JournalReadError
 
 if TYPE_CHECKING:
     from spanjournal.cli._command import Subparsers
@@ -53,11 +55,11 @@ examples:
 
 #: Seconds between looks at the journal.
 DEFAULT_INTERVAL = 1.0
-#: Read again at least this often (seconds), even if no file changed: a writer may have died.
-RECHECK_SECONDS = 5.0
 #: Throughput is measured over this window (seconds) before now.
 RATE_WINDOW_SECONDS = 60.0
 RECENT_FAILURES = 5
+#: Failed chunks read back at one look (the newest), to find the latest failures.
+NEW_FAILURES_READ = 20
 MAX_GROUP_ROWS = 12
 STATE_STYLES = {
     "done": "green",
@@ -101,56 +103,6 @@ def _interval(text: str) -> float:
     return value
 
 
-# -- following the journals ---------------------------------------------------------------
-
-
-class JournalFollower:
-    """An up-to-date :class:`~spanjournal.ledger.Ledger` of journals that may not exist yet, or be replaced.
-
-    :meth:`poll` looks at the files (``stat``) and reads them again only when
-    one changed (path, inode, size or modification time) or ``recheck``
-    seconds went by; otherwise it returns the ledger it has. It reads the
-    journals whole with :func:`~spanjournal.ledger.read_ledger`: a read that
-    folds only the appended tail would make a growing journal cheaper still,
-    and fits behind the same ``poll``.
-    """
-
-    def __init__(
-        self,
-        journals: Sequence[str],
-        *,
-        recheck: float = RECHECK_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.journals = list(journals)
-        self.recheck = recheck
-        self.clock = clock
-        self.reads = 0
-        self._signature: tuple[tuple[str, int, int, int, int], ...] | None = None
-        self._ledger: Ledger | None = None
-        self._read_at = 0.0
-
-    def poll(self) -> Ledger:
-        """The ledger now; :class:`~spanjournal.reader.JournalReadError` while a journal cannot be read."""
-        files = resolve_paths(self.journals)
-        signature = tuple(_identity(str(p)) for p in files)
-        now = self.clock()
-        if self._ledger is None or signature != self._signature or now - self._read_at >= self.recheck:
-            self._ledger = read_ledger(*files)
-            self._signature = signature
-            self._read_at = now
-            self.reads += 1
-        return self._ledger
-
-
-def _identity(path: str) -> tuple[str, int, int, int, int]:
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise JournalReadError(f"{path}: {exc.strerror}") from None
-    return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 # -- one frame ----------------------------------------------------------------------------
 
 
@@ -160,6 +112,7 @@ class Failure:
     chunk_id: str
     error_type: str
     error: str
+    sort_key: float = 0.0
 
 
 @dataclass
@@ -188,7 +141,12 @@ def make_frame(
     price: float | None = None,
     now: datetime | None = None,
 ) -> Frame:
-    """The frame for ``ledger`` at ``now`` (default: the current time)."""
+    """The frame of ``ledger`` at ``now`` (default: the current time), from the journal alone: ``--once``.
+
+    Throughput is measured from the times of the done completions (over the
+    last minute before ``now``, and over the run), and the latest failures are
+    the latest failed completions: this reads every completion back, once.
+    """
     stats = compute(ledger, grouper(group_by), group_by=group_by, price=price)
     done_times: list[float] = []
     failures: list[tuple[float, Any]] = []
@@ -223,20 +181,114 @@ def make_frame(
     frame.rate_recent = recent * 60.0 / window
     if done_times and first < math.inf and max(done_times) > first:
         frame.rate_overall = len(done_times) * 60.0 / (max(done_times) - first)
-    remaining = stats.totals.chunks - stats.totals.done
+    _eta(frame)
+    failures.sort(key=lambda tc: tc[0], reverse=True)
+    frame.failures = [f for f in (_failure(c, zone) for _, c in failures[:RECENT_FAILURES]) if f is not None]
+    return frame
+
+
+class Watcher:
+    """One live view: follows the journals and makes a frame at each look.
+
+    The journals are followed with :func:`spanjournal.ledger.follow`, so a
+    look folds only what was appended since the previous one (a journal
+    replaced or truncated is read again from its start; one that does not
+    exist yet is waited for). A frame then costs little more than the fold's
+    own aggregates: throughput is measured from the done count of the looks
+    of the last minute, and the latest failures are the chunks that turned
+    failed since the previous look, each read back once.
+    """
+
+    def __init__(
+        self,
+        journals: Sequence[str],
+        *,
+        group_by: str = "batch",
+        price: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.journals = list(journals)
+        self.group_by = group_by
+        self.group_of = grouper(group_by)
+        self.price = price
+        self.clock = clock
+        self.follower = follow(*journals)
+        self.zone: timezone | None = None
+        self._samples: deque[tuple[float, int]] = deque()
+        self._failed: set[str] | None = None
+        self._failures: list[Failure] = []
+
+    def frame(self) -> Frame:
+        missing = [j for j in self.journals if not glob.has_magic(j) and not os.path.lexists(j)]
+        try:
+            ledger = self.follower.poll()
+        except JournalReadError as exc:
+            return Frame(journals=self.journals, waiting=str(exc), now=self._now())
+        if missing and not len(ledger):
+            return Frame(journals=self.journals, waiting=f"{missing[0]}: no such journal (yet)", now=self._now())
+        if self.zone is None:
+            self.zone = _zone_of(ledger)
+        stats = compute(ledger, self.group_of, group_by=self.group_by, price=self.price)
+        frame = Frame(journals=self.journals, stats=stats, now=self._now())
+        t, done = self.clock(), stats.totals.done
+        samples = self._samples
+        samples.append((t, done))
+        while len(samples) > 2 and samples[1][0] <= t - RATE_WINDOW_SECONDS:
+            samples.popleft()
+        base_t, base_done = samples[0]
+        if t - base_t >= 1.0:
+            frame.rate_recent = max(0, done - base_done) * 60.0 / (t - base_t)
+        _eta(frame)
+        self._update_failures(ledger)
+        frame.failures = list(self._failures)
+        return frame
+
+    def _update_failures(self, ledger: Ledger) -> None:
+        failed = [c for c, s in ledger.not_done_states().items() if s is ChunkState.FAILED]
+        if self._failed is None:
+            fresh = failed[-NEW_FAILURES_READ * 2 :]
+        else:
+            seen = self._failed
+            fresh = [c for c in failed if c not in seen][-NEW_FAILURES_READ:]
+        self._failed = set(failed)
+        news = [f for f in (_failure(ledger[c].completion, self.zone) for c in fresh) if f is not None]
+        news.sort(key=lambda f: f.sort_key, reverse=True)
+        known = {f.chunk_id for f in news}
+        self._failures = [*news, *(f for f in self._failures if f.chunk_id not in known)][:RECENT_FAILURES]
+
+    def _now(self) -> str:
+        return datetime.now(self.zone).strftime("%H:%M:%S")
+
+
+def _zone_of(ledger: Ledger) -> timezone | None:
+    """The time zone of the journal's ``ts`` (its first chunk's)."""
+    for chunk_id in ledger.chunk_ids()[:1]:
+        ts = ledger[chunk_id].last_ts
+        moment = _parse(ts) if ts else None
+        if moment is not None and moment.utcoffset() is not None:
+            return timezone(moment.utcoffset() or timedelta(0))
+    return None
+
+
+def _failure(c: Completed | None, zone: timezone | None) -> Failure | None:
+    if c is None or c.success:
+        return None
+    moment = _parse(c.ts)
+    shown = moment.astimezone(zone).strftime("%H:%M:%S") if moment is not None else ""
+    return Failure(
+        ts=shown,
+        chunk_id=c.chunk_id,
+        error_type=c.error_type or "",
+        error=" ".join((c.error or "").split()),
+        sort_key=moment.timestamp() if moment is not None else 0.0,
+    )
+
+
+def _eta(frame: Frame) -> None:
+    assert frame.stats is not None
+    remaining = frame.stats.totals.chunks - frame.stats.totals.done
     if remaining and frame.rate_recent:
         frame.eta_seconds = remaining / frame.rate_recent * 60.0
-    failures.sort(key=lambda tc: tc[0], reverse=True)
-    for t, c in failures[:RECENT_FAILURES]:
-        frame.failures.append(
-            Failure(
-                ts=datetime.fromtimestamp(t, zone).strftime("%H:%M:%S"),
-                chunk_id=c.chunk_id,
-                error_type=c.error_type or "",
-                error=" ".join((c.error or "").split()),
-            )
-        )
-    return frame
 
 
 def _parse(ts: str) -> datetime | None:
@@ -392,25 +444,18 @@ def _column_style(header: str) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     grouper(args.group_by)  # a bad --group-by is a usage error (CliError) now, not at the first frame
-    follower = JournalFollower(args.journals)
     terminal = _isatty(sys.stdout)
-
-    def frame() -> Frame:
-        try:
-            ledger = follower.poll()
-        except JournalReadError as exc:
-            if args.once:
-                raise CliError(str(exc)) from None
-            return Frame(journals=list(args.journals), waiting=str(exc), now=datetime.now().strftime("%H:%M:%S"))
-        return make_frame(ledger, args.journals, group_by=args.group_by, price=args.price_per_1k_tokens)
-
     try:
         if args.once:
-            _print_once(frame(), terminal)
-        elif terminal:
-            _live(frame, args.interval)
+            read = read_journals(args.journals)
+            frame = make_frame(read.ledger, args.journals, group_by=args.group_by, price=args.price_per_1k_tokens)
+            _print_once(frame, terminal)
+            return EXIT_OK
+        watcher = Watcher(args.journals, group_by=args.group_by, price=args.price_per_1k_tokens)
+        if terminal:
+            _live(watcher.frame, args.interval)
         else:
-            _stream(frame, args.interval, sys.stdout)
+            _stream(watcher.frame, args.interval, sys.stdout)
     except KeyboardInterrupt:
         pass  # the way to stop it
     return EXIT_OK
@@ -455,4 +500,4 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-__all__ = ["Frame", "JournalFollower", "make_frame", "render_text"]
+__all__ = ["Frame", "Watcher", "make_frame", "render_text"]
