@@ -166,6 +166,9 @@ def test_the_page_loads_nothing_from_anywhere(crashed_run: Path, tmp_path: Path)
     data = embedded(out.read_bytes())
     assert data["chunks"]["id"] == [c.chunk_id for c in read_ledger(crashed_run)]  # type: ignore[index]
     assert stat.S_IMODE(out.stat().st_mode) == 0o600  # it holds what the journal holds
+    assert "<title>run.jsonl · spanjournal report</title>" in page  # named after the journal by default
+    titled = run("spanjournal", "report", crashed_run, "-o", out, "--title", "Bench <1>")
+    assert titled.returncode == 0 and "<title>Bench &lt;1&gt; · spanjournal report</title>" in out.read_text()
 
 
 def test_bad_input_is_one_line_and_exit_2(crashed_run: Path, tmp_path: Path) -> None:
