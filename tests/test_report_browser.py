@@ -238,3 +238,22 @@ def test_a_100000_chunk_report_opens_aggregated_and_scrolls(large: tuple[LargeRu
     browser.type_text("#q", "case-0420")
     browser.wait_for("document.getElementById('timeline').dataset.mode === 'chunk'")
     assert browser.evaluate("document.getElementById('timeline').dataset.rows") == "100"
+
+
+def test_times_are_the_journals_to_the_millisecond(tmp_path: Path) -> None:
+    """Shown as the journal reads, truncated: .149960 is .149 (never rounded up to .150)."""
+    from cli_journals import completed, dispatched, write_journal
+
+    journal = write_journal(
+        tmp_path / "j.jsonl",
+        [
+            dispatched("c1", ts="2026-05-27T13:22:01.000000+08:00", host="h", pid=1),
+            dispatched("c2", ts="2026-05-27T13:22:01.999999+08:00", host="h", pid=1),
+            completed("c2", ts="2026-05-27T13:22:05.149960+08:00"),
+        ],
+    )
+    report = tmp_path / "j.html"
+    assert run("spanjournal", "report", journal, "-o", report).returncode == 0
+    dom = run_headless(["--virtual-time-budget=5000", "--dump-dom", report.as_uri()]).stdout
+    assert "<b>writer stopped</b> at 2026-05-27 13:22:05.149 +08:00 with 1 attempt in flight" in dom
+    assert "first event 2026-05-27 13:22:01.000 +08:00" in dom

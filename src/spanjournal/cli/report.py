@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import math
 import os
 import sys
 import tempfile
@@ -164,7 +165,7 @@ class Columns(msgspec.Struct, kw_only=True):
 
 
 class AttemptColumns(msgspec.Struct, kw_only=True):
-    """One list per field, one entry per attempt; times in ms after ``ReportData.t0``."""
+    """One list per field, one entry per attempt; times in ms after ``ReportData.t0`` (to the microsecond)."""
 
     chunk: list[int] = msgspec.field(default_factory=list)
     session: list[int] = msgspec.field(default_factory=list)
@@ -182,7 +183,7 @@ class ReportData(msgspec.Struct, kw_only=True):
     files: list[str]
     events: int
     skipped_lines: int
-    #: Epoch milliseconds of the earliest event; every time in the page is relative to it.
+    #: Epoch milliseconds (whole) at or before the earliest event; every time in the page is relative to it.
     t0: float
     #: The journal's UTC offset in minutes, and as written (``+08:00``).
     offset_minutes: int
@@ -280,7 +281,7 @@ def build(ledger: Ledger, *, files: Sequence[str], title: str, price: float | No
 
     known = [t for _, _, start, end, _ in raw_attempts for t in (start, end) if t is not None]
     known += [s.first for s in sessions.values() if s.first != float("inf")]
-    t0 = min(known) if known else 0.0
+    t0 = float(math.floor(min(known))) if known else 0.0  # whole ms: the page adds times to it exactly
     session_ids = list(sessions)
     session_index = {s: n for n, s in enumerate(session_ids)}
     out_attempts = AttemptColumns()
@@ -293,8 +294,8 @@ def build(ledger: Ledger, *, files: Sequence[str], title: str, price: float | No
             end = max(s.last, begin)  # drawn up to the last event of its session
         out_attempts.chunk.append(chunk_index)
         out_attempts.session.append(session_index[session_id])
-        out_attempts.start.append(round(begin - t0, 1))
-        out_attempts.end.append(round(end - t0, 1))
+        out_attempts.start.append(round(begin - t0, 3))
+        out_attempts.end.append(round(end - t0, 3))
         out_attempts.outcome.append(outcome)
         if outcome == CUT_OFF:
             s.open_attempts.append(chunk_index)
@@ -333,8 +334,8 @@ def build(ledger: Ledger, *, files: Sequence[str], title: str, price: float | No
                 id=sid,
                 host=s.host,
                 pid=s.pid,
-                first=round(s.first - t0, 1),
-                last=round(s.last - t0, 1),
+                first=round(s.first - t0, 3),
+                last=round(s.last - t0, 3),
                 ended="running" if s.alive else ("cut_off" if s.open_attempts else "finished"),
                 cut_off=len(s.open_attempts),
             )
