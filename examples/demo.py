@@ -50,6 +50,7 @@ import spanjournal
 
 EXAMPLES = Path(__file__).resolve().parent
 BENCHMARK = EXAMPLES / "router_benchmark.py"
+REPORT_NAME = "report.html"
 #: Seconds any one command may take before the demo gives up on it.
 COMMAND_TIMEOUT = 60.0
 INDENT = "  "
@@ -226,6 +227,15 @@ def tell_story(run_dir: Path, seed: int) -> None:
         f"{INDENT}{len(retry)} run by --resume ({len(again)} of them a second time, "
         f"{len(retry) - len(again)} for the first time); no chunk that was done ran again."
     )
+
+    heading(None, "report: the run as one HTML page", "Timeline, pending list, failures, tokens; opens from disk.")
+    step = run_step(
+        [*sj_cli, "report", JOURNAL_NAME, "-o", REPORT_NAME],
+        f"{sj_shown} report {JOURNAL_NAME} -o {REPORT_NAME}",
+        run_dir,
+    )
+    expect(step.returncode == 0, "report should write the page")
+    print(f"{INDENT}report: {run_dir / REPORT_NAME}")
 
 
 #: The file that marks a directory as a demo's own (``--replace`` removes only such a directory).

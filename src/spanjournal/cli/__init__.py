@@ -33,6 +33,8 @@ SUBCOMMANDS: dict[str, str] = {
     "reconcile": "spanjournal.cli.reconcile",
     "stats": "spanjournal.cli.stats",
     "export": "spanjournal.cli.export",
+    "report": "spanjournal.cli.report",
+    "watch": "spanjournal.cli.watch",
     "claude-hook": "spanjournal.cli.claude_hook",
     "claude-install": "spanjournal.cli.claude_install",
 }

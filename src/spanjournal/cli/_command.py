@@ -130,9 +130,8 @@ def read_journals(
         _check_expect_file(expect)
     progress = Progress(sum(_size(p) for p in files), err)
     try:
-        ledger = read_ledger(
-            *journals, expect=expect, keep_attempts=False, checkpoint=checkpoint, progress=progress, **ledger_options
-        )
+        options = {"keep_attempts": False, **ledger_options}
+        ledger = read_ledger(*journals, expect=expect, checkpoint=checkpoint, progress=progress, **options)
     except JournalReadError as exc:
         raise CliError(str(exc)) from None
     finally:
