@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+import msgspec
+
 from spanjournal.reader import ReadStats
 
 #: Read problems printed before "... and N more".
@@ -23,6 +25,19 @@ PROGRESS_AFTER_SECONDS = 1.0
 _PROGRESS_EVERY_SECONDS = 0.1
 _BAR_WIDTH = 30
 _MB = 1024 * 1024
+
+
+def write_json(stream: TextIO, value: object) -> None:
+    """``value`` as one line of JSON on ``stream``: its bytes straight to the stream's buffer when it has one."""
+    data = msgspec.json.encode(value)
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        stream.write(data.decode() + "\n")
+        return
+    stream.flush()
+    buffer.write(data)
+    buffer.write(b"\n")
+    buffer.flush()
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
