@@ -7,7 +7,6 @@ progress), so stdout stays the command's answer alone. Nothing here imports
 
 from __future__ import annotations
 
-import json
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
@@ -59,6 +58,8 @@ def escape_id(chunk_id: str) -> str:
     A newline inside an id printed raw would make two ids of one for ``xargs``.
     """
     if has_control_chars(chunk_id):
+        import json  # only for such an id: not on every command's start
+
         return json.dumps(chunk_id)
     return chunk_id
 
