@@ -232,6 +232,7 @@ def test_a_run_opens_each_directory_on_the_way_once_and_still_follows_no_symlink
         (root / "a" / "b" / name).write_text("{}")
     events = [dispatched(f"c{i}", output_file=f"a/b/{name}") for i, name in enumerate(names)]
     events.append(dispatched("through-link", output_file="a/b.link/0.json"))
+    events += [dispatched(f"gone-{i}", output_file=f"gone/{i}.json") for i in range(3)]
     journal = write_journal(root / "run.jsonl", events)
     opened: list[str] = []
     real_open = os.open
@@ -244,10 +245,13 @@ def test_a_run_opens_each_directory_on_the_way_once_and_still_follows_no_symlink
     ledger = read_ledger(journal, keep_attempts=False)
     decisions = decide(ledger, None, resolve_validation("json"), journal_folder=root)
     monkeypatch.undo()
-    assert [d.verdict for d in decisions] == ["valid", "missing"] * 20 + ["refused"]
-    assert decisions[-1].reason == f"refused: a symlink on the way: {root / 'a' / 'b.link'} (none is followed)"
-    # the root, "a" and "b" once each (and "a" already open for the symlink), then one open per output
-    assert sorted(opened) == sorted([str(root), "a", "b", *names, "b.link"])
+    assert [d.verdict for d in decisions] == ["valid", "missing"] * 20 + ["refused"] + ["missing"] * 3
+    assert decisions[40].reason == f"refused: a symlink on the way: {root / 'a' / 'b.link'} (none is followed)"
+    gone = [f"output file missing: {root / 'gone' / f'{i}.json'}" for i in range(3)]
+    assert [d.reason for d in decisions[41:]] == gone
+    # the root, "a" and "b" once each (and "a" already open for the symlink), then one open per output;
+    # a missing directory is tried once
+    assert sorted(opened) == sorted([str(root), "a", "b", *names, "b.link", "gone"])
 
 
 def test_explicit_validators(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

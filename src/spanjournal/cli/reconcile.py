@@ -350,16 +350,35 @@ class OpenedDirectories:
 
     Each was opened one component at a time, following no symlink, like the
     files beneath it: outputs of one directory cost one walk, then one
-    ``openat`` each. At most ``limit`` are kept (then all are closed and the
-    walks start again). Close it (or use it as a context manager) when done.
+    ``openat`` each. A directory found missing stays missing for the run
+    (outputs beneath it are missing without a walk). At most ``limit`` are
+    kept (then all are closed and the walks start again). Close it (or use it
+    as a context manager) when done.
     """
 
     def __init__(self, limit: int = 256) -> None:
         self.limit = limit
         self._fds: dict[tuple[str, tuple[str, ...]], int] = {}
+        self._missing: set[tuple[str, tuple[str, ...]]] = set()
+        self._absolute: dict[str, str] = {}
 
     def get(self, key: tuple[str, tuple[str, ...]]) -> int | None:
         return self._fds.get(key)
+
+    def is_missing(self, key: tuple[str, tuple[str, ...]]) -> bool:
+        return key in self._missing
+
+    def missing(self, key: tuple[str, tuple[str, ...]]) -> None:
+        """The directory ``key`` names does not exist."""
+        self._missing.add(key)
+
+    def shown(self, root: Path, parts: list[str]) -> str:
+        """``root/parts...`` made absolute (lexically), as messages show it."""
+        key = os.fspath(root)
+        absolute = self._absolute.get(key)
+        if absolute is None:
+            absolute = self._absolute[key] = os.path.abspath(root)
+        return os.path.join(absolute, *parts)
 
     def keep(self, key: tuple[str, tuple[str, ...]], fd: int) -> None:
         """Own ``fd`` from now on."""
@@ -368,6 +387,7 @@ class OpenedDirectories:
         self._fds[key] = fd
 
     def close(self) -> None:
+        self._missing.clear()
         fds, self._fds = self._fds, {}
         for fd in fds.values():
             os.close(fd)
@@ -395,11 +415,14 @@ def open_beneath(
             return open_beneath(root, parts, once)
     root_key = os.fspath(root)
     # the deepest directory on the way that is open already
-    start = len(parts) - 1
-    current = directories.get((root_key, tuple(parts[:start])))
+    start = len(parts)
+    current = None
     while current is None and start > 0:
         start -= 1
-        current = directories.get((root_key, tuple(parts[:start])))
+        key = (root_key, tuple(parts[:start]))
+        if directories.is_missing(key):
+            return None, Verdict.MISSING, f"output file missing: {directories.shown(root, parts)}"
+        current = directories.get(key)
     if current is None:
         try:
             current = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -413,7 +436,9 @@ def open_beneath(
         try:
             opened = os.open(part, _FILE_FLAGS if last else _DIRECTORY_FLAGS, dir_fd=current)
         except FileNotFoundError:
-            return None, Verdict.MISSING, f"output file missing: {os.path.join(os.path.abspath(root), *parts)}"
+            if not last:
+                directories.missing((root_key, tuple(parts[: depth + 1])))
+            return None, Verdict.MISSING, f"output file missing: {directories.shown(root, parts)}"
         except OSError as exc:
             here = Path(os.path.abspath(root), *parts[: depth + 1])
             if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK) and _is_symlink(current, part):
