@@ -385,6 +385,36 @@ def test_a_checkpoint_damaged_where_it_is_read_late_is_one_error_then_rebuilt(tm
     assert run_in_process(["stats", str(journal), "--json"]) == expected
 
 
+def test_missing_outputs_are_listed_by_path_then_chunk_id_with_and_without_a_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "kept.json").write_text("{}")
+    outputs = {  # chunk -> output file, in dispatch order
+        "z": "b/2.json",
+        "y": "a/1.json",
+        "x": "b/2.json",
+        "w": "b/kept.json",
+        "v": "a/10.json",
+        "u": "b/1.json",
+    }
+    lines = []
+    for i, (chunk, output) in enumerate(outputs.items()):
+        lines.append(encode(Dispatched(chunk_id=chunk, span_id=f"s{i}", output_file=output, **DEAD)))  # type: ignore[arg-type]
+        lines.append(encode(Completed(chunk_id=chunk, span_id=f"s{i}", success=True)))
+    journal = tmp_path / "run.jsonl"
+    journal.write_bytes(b"".join(lines))
+    expected = run_in_process(["stats", str(journal), "--json", "--no-checkpoint"])
+    rows = [(m["path"], m["chunk_id"], m["output_file"]) for m in json.loads(expected[1])["missing_outputs"]]
+    assert rows == [
+        (f"{tmp_path}/a/1.json", "y", "a/1.json"),
+        (f"{tmp_path}/a/10.json", "v", "a/10.json"),
+        (f"{tmp_path}/b/1.json", "u", "b/1.json"),
+        (f"{tmp_path}/b/2.json", "x", "b/2.json"),
+        (f"{tmp_path}/b/2.json", "z", "b/2.json"),
+    ]
+    run_in_process(["pending", str(journal)])  # saves the checkpoint
+    assert run_in_process(["stats", str(journal), "--json"]) == expected
+
+
 def test_stats_from_a_checkpoint_looks_for_output_files_where_a_full_read_does(tmp_path: Path) -> None:
     """The totals kept for done chunks hold their output files by directory: same rows, same paths."""
     work, runs = tmp_path / "work", tmp_path / "runs"

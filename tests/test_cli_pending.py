@@ -232,6 +232,23 @@ def test_no_opentelemetry_and_no_rich_on_the_reading_path(tmp_path: Path) -> Non
     assert "4 pending: 3 unfinished, 1 failed" in result.stderr
 
 
+def test_plain_pending_imports_only_what_it_uses(tmp_path: Path) -> None:
+    """Start-up time of the most frequent command: no socket, json, secrets or rich on its way."""
+    journal = tmp_path / "run.jsonl"
+    fifty_chunks(journal)
+    code = (
+        "import sys\n"
+        "from spanjournal.cli import pending_main\n"
+        f"pending_main([{str(journal)!r}])\n"
+        "unused = ('socket', 'json', 'secrets', 'rich')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in unused), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-1] == "[]"
+    assert "4 pending: 3 unfinished, 1 failed" in result.stderr
+
+
 def test_every_registered_subcommand_has_help_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
     for name in SUBCOMMANDS:
         with pytest.raises(SystemExit) as exit_info:

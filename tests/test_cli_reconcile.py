@@ -23,7 +23,7 @@ from cli_journals import (
 from spanjournal._process import HOST
 from spanjournal._schema import Completed, decode_line
 from spanjournal.cli import main
-from spanjournal.cli.reconcile import confine, open_beneath
+from spanjournal.cli.reconcile import confine, decide, open_beneath, resolve_validation
 from spanjournal.ledger import ChunkState, read_ledger
 
 
@@ -219,6 +219,39 @@ def test_confine_is_lexical_and_open_beneath_follows_no_symlink(tmp_path: Path) 
         )
     missing = root / "sub" / "nope.json"
     assert open_beneath(root, ["sub", "nope.json"]) == (None, "missing", f"output file missing: {missing}")
+
+
+def test_a_run_opens_each_directory_on_the_way_once_and_still_follows_no_symlink(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "run"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b.link").symlink_to(root / "a" / "b")
+    names = [f"{i}.json" for i in range(40)]
+    for name in names[::2]:
+        (root / "a" / "b" / name).write_text("{}")
+    events = [dispatched(f"c{i}", output_file=f"a/b/{name}") for i, name in enumerate(names)]
+    events.append(dispatched("through-link", output_file="a/b.link/0.json"))
+    events += [dispatched(f"gone-{i}", output_file=f"gone/{i}.json") for i in range(3)]
+    journal = write_journal(root / "run.jsonl", events)
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(path: str | os.PathLike[str], flags: int, *args: object, **kwargs: object) -> int:
+        opened.append(os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", counting_open)
+    ledger = read_ledger(journal, keep_attempts=False)
+    decisions = decide(ledger, None, resolve_validation("json"), journal_folder=root)
+    monkeypatch.undo()
+    assert [d.verdict for d in decisions] == ["valid", "missing"] * 20 + ["refused"] + ["missing"] * 3
+    assert decisions[40].reason == f"refused: a symlink on the way: {root / 'a' / 'b.link'} (none is followed)"
+    gone = [f"output file missing: {root / 'gone' / f'{i}.json'}" for i in range(3)]
+    assert [d.reason for d in decisions[41:]] == gone
+    # the root, "a" and "b" once each (and "a" already open for the symlink), then one open per output;
+    # a missing directory is tried once
+    assert sorted(opened) == sorted([str(root), "a", "b", *names, "b.link", "gone"])
 
 
 def test_explicit_validators(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

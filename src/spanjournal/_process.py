@@ -9,10 +9,19 @@ start time.
 from __future__ import annotations
 
 import os
-import socket
 from functools import lru_cache
 
-HOST = socket.gethostname()
+
+def _host_name() -> str:
+    """This machine's name, as ``socket.gethostname()`` gives it (``uname`` where there is one: no socket import)."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
+
+
+HOST = _host_name()
 
 
 def _stat(pid: int) -> tuple[bytes, int] | None:

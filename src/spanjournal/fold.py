@@ -35,7 +35,7 @@ from __future__ import annotations
 import array
 import bisect
 import itertools
-import secrets
+import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -144,7 +144,7 @@ class LedgerState:
         #: Chunks with a completion without span id that had no dispatch before it.
         self.spanless_orphans: set[str] = set()
         self._synthetic = 0
-        self._token = secrets.token_hex(4)
+        self._token = os.urandom(4).hex()
 
     # -- folding ------------------------------------------------------------
 

@@ -35,8 +35,9 @@ import msgspec
 
 from spanjournal._schema import Event, UnknownEvent, decode_line
 
-#: Bytes read per block. Lines longer than a block grow the buffer.
-BLOCK_BYTES = 8 * 1024 * 1024
+#: Bytes read per block. Lines longer than a block grow the buffer. Small enough that the block
+#: stays in the CPU cache between counting its lines and decoding them (8 MiB blocks read ~30% slower).
+BLOCK_BYTES = 256 * 1024
 #: A line longer than this is skipped (and reported) without being decoded.
 MAX_LINE_BYTES = 64 * 1024 * 1024
 

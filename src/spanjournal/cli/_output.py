@@ -7,12 +7,13 @@ progress), so stdout stays the command's answer alone. Nothing here imports
 
 from __future__ import annotations
 
-import json
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
+
+import msgspec
 
 from spanjournal.reader import ReadStats
 
@@ -23,6 +24,19 @@ PROGRESS_AFTER_SECONDS = 1.0
 _PROGRESS_EVERY_SECONDS = 0.1
 _BAR_WIDTH = 30
 _MB = 1024 * 1024
+
+
+def write_json(stream: TextIO, value: object) -> None:
+    """``value`` as one line of JSON on ``stream``: its bytes straight to the stream's buffer when it has one."""
+    data = msgspec.json.encode(value)
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        stream.write(data.decode() + "\n")
+        return
+    stream.flush()
+    buffer.write(data)
+    buffer.write(b"\n")
+    buffer.flush()
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
@@ -44,6 +58,8 @@ def escape_id(chunk_id: str) -> str:
     A newline inside an id printed raw would make two ids of one for ``xargs``.
     """
     if has_control_chars(chunk_id):
+        import json  # only for such an id: not on every command's start
+
         return json.dumps(chunk_id)
     return chunk_id
 

@@ -30,7 +30,7 @@ from spanjournal._schema import Completed
 from spanjournal.cli._command import EXIT_OK, CliError, add_command, add_read_options, read_journals
 from spanjournal.cli._output import plural, text_table
 from spanjournal.journal import Journal, JournalWriteError
-from spanjournal.ledger import Chunk, ChunkState, Ledger
+from spanjournal.ledger import Chunk, ChunkState, Ledger, output_location
 from spanjournal.reader import JournalReadError, resolve_paths
 
 if TYPE_CHECKING:
@@ -189,52 +189,83 @@ def decide(ledger: Ledger, root: Path | None, validation: Validation, *, journal
     must lie beneath its dispatch's recorded working directory or beneath
     ``journal_folder``. A relative output path is taken from the recorded
     working directory, else from the root (``--root``, else ``journal_folder``).
+    The directories on the way are opened once per run (:class:`OpenedDirectories`).
     """
     out = []
-    for chunk_id in ledger.pending([ChunkState.UNFINISHED, ChunkState.RUNNING]):
-        chunk = ledger[chunk_id]
-        if chunk.state is ChunkState.UNFINISHED:
-            cwd = _dispatch_cwd(chunk)
-            roots = [root] if root is not None else [journal_folder, *([cwd] if cwd is not None else [])]
-            out.append(check_chunk(chunk, roots, validation))
-        else:
-            d = chunk.dispatch
-            where = f"pid {d.pid} on {d.host}" if d is not None else "its process"
-            out.append(Decision(chunk, Verdict.RUNNING, f"still running ({where}): left alone", chunk.output_file))
+    cwd_roots: dict[str, Path] = {}
+    bases = RootBases()
+    with OpenedDirectories() as directories:
+        for chunk in ledger.chunks(ledger.pending([ChunkState.UNFINISHED, ChunkState.RUNNING])):
+            if chunk.state is ChunkState.UNFINISHED:
+                if root is not None:
+                    roots = [root]
+                else:
+                    cwd = _dispatch_cwd(chunk, cwd_roots)
+                    roots = [journal_folder, *([cwd] if cwd is not None else [])]
+                out.append(check_chunk(chunk, roots, validation, directories=directories, bases=bases))
+            else:
+                d = chunk.dispatch
+                where = f"pid {d.pid} on {d.host}" if d is not None else "its process"
+                out.append(Decision(chunk, Verdict.RUNNING, f"still running ({where}): left alone", chunk.output_file))
     return out
 
 
-def _dispatch_cwd(chunk: Chunk) -> Path | None:
+def _dispatch_cwd(chunk: Chunk, known: dict[str, Path] | None = None) -> Path | None:
     d = chunk.dispatch
-    return Path(d.cwd) if d is not None and d.cwd and os.path.isabs(d.cwd) else None
+    if d is None or not d.cwd or not os.path.isabs(d.cwd):
+        return None
+    if known is None:
+        return Path(d.cwd)
+    path = known.get(d.cwd)
+    if path is None:
+        path = known[d.cwd] = Path(d.cwd)
+    return path
 
 
-def _output_path(chunk: Chunk, root: Path) -> Path | None:
+def _output_location(chunk: Chunk, root: Path, absolute_root: str | None = None) -> str | None:
     """Where the chunk's output file is (:meth:`~spanjournal.ledger.Chunk.output_path`: a relative name
     is taken from the dispatching process's working directory, else from ``root``), absolute and
     normalised. Lexical: nothing is resolved."""
-    where = chunk.output_path(os.path.abspath(root))
-    return Path(os.path.normpath(os.path.abspath(where))) if where is not None else None
+    base = absolute_root if absolute_root is not None else os.path.abspath(root)
+    where = output_location(chunk.output_file, chunk.cwd, base)
+    return os.path.abspath(where) if where is not None else None
 
 
-def check_chunk(chunk: Chunk, roots: list[Path], validation: Validation) -> Decision:
-    """What to do with one unfinished chunk. Never raises for what a file or a line holds."""
+def _output_path(chunk: Chunk, root: Path) -> Path | None:
+    """:func:`_output_location` as a :class:`~pathlib.Path`."""
+    where = _output_location(chunk, root)
+    return Path(where) if where is not None else None
+
+
+def check_chunk(
+    chunk: Chunk,
+    roots: list[Path],
+    validation: Validation,
+    *,
+    directories: OpenedDirectories | None = None,
+    bases: RootBases | None = None,
+) -> Decision:
+    """What to do with one unfinished chunk. Never raises for what a file or a line holds.
+
+    ``directories`` keeps the directories opened on the way for the next chunks of a run.
+    """
     output = chunk.output_file
     if output is None:
         return Decision(chunk, Verdict.NO_OUTPUT, "no output file named in the journal")
     if "\0" in output:
         return Decision(chunk, Verdict.REFUSED, "refused: a NUL byte in the path", output)
     try:
-        path = _output_path(chunk, roots[0])
+        bases = bases if bases is not None else RootBases()
+        path = _output_location(chunk, roots[0], bases(roots[0])[0])
         assert path is not None
-        root, parts, refusal = confine(roots, path, output)
+        root, parts, refusal = confine(roots, path, output, bases=bases)
         if root is None or parts is None:
             return Decision(chunk, Verdict.REFUSED, f"refused: {refusal}", output)
-        fd, verdict, problem = open_beneath(root, parts)
+        fd, verdict, problem = open_beneath(root, parts, directories)
         if fd is None:
             return Decision(chunk, verdict, problem, output)
         try:
-            return _check_opened(chunk, fd, path, output, validation)
+            return _check_opened(chunk, fd, Path(path), output, validation)
         finally:
             os.close(fd)
     except (OSError, ValueError, OverflowError) as exc:  # a file or a field this run cannot use
@@ -259,65 +290,168 @@ def _check_opened(chunk: Chunk, fd: int, path: Path, output: str, validation: Va
     return Decision(chunk, Verdict.VALID, f"valid ({name})", output, name, finished_at=modified)
 
 
-def confine(roots: list[Path], path: Path, output_file: str) -> tuple[Path | None, list[str] | None, str]:
+class RootBases:
+    """Each root as given made absolute, and resolved (``realpath``): worked out once per root and run."""
+
+    def __init__(self) -> None:
+        self._bases: dict[Path, tuple[str, str]] = {}
+
+    def __call__(self, root: Path) -> tuple[str, str]:
+        bases = self._bases.get(root)
+        if bases is None:
+            bases = self._bases[root] = (os.path.abspath(root), os.path.realpath(root))
+        return bases
+
+
+def _parts_beneath(path: str, base: str) -> list[str] | None:
+    """The components of ``path`` below ``base`` (both absolute and normalised), or None if not beneath it."""
+    if path.startswith("//") or base.startswith("//"):  # POSIX leaves a leading "//" to the system: as pathlib does
+        pure = Path(path)
+        return list(pure.relative_to(base).parts) if pure.is_relative_to(base) else None
+    if base == "/":
+        rest = path[1:]
+    elif path.startswith(base) and path[len(base) : len(base) + 1] in ("/", ""):
+        rest = path[len(base) + 1 :]
+    else:
+        return None
+    return rest.split("/") if rest else []
+
+
+def confine(
+    roots: list[Path], path: Path | str, output_file: str, *, bases: RootBases | None = None
+) -> tuple[Path | None, list[str] | None, str]:
     """The first of ``roots`` that ``path`` (``output_file`` made absolute, normalised) lies beneath,
     and its components below it; else ``(None, None, why)``.
 
     Lexical only: the components are then opened one by one from the root
     with no symlink followed (:func:`open_beneath`).
     """
+    where_path = os.fspath(path)
+    bases_of = bases if bases is not None else RootBases()
     for root in roots:
-        for base in (Path(os.path.abspath(root)), Path(os.path.realpath(root))):
-            if path.is_relative_to(base):
-                parts = list(path.relative_to(base).parts)
-                if parts:
-                    return root, parts, ""
+        for base in bases_of(root):
+            parts = _parts_beneath(where_path, base)
+            if parts:
+                return root, parts, ""
     where = " or ".join(str(r) for r in roots)
     if os.path.isabs(output_file):
         return None, None, f"absolute path outside the root {where}"
     if ".." in Path(output_file).parts:
-        return None, None, f"'..' leads outside the root: {path}"
-    return None, None, f"{path} is outside the root {where}"
+        return None, None, f"'..' leads outside the root: {Path(where_path)}"
+    return None, None, f"{Path(where_path)} is outside the root {where}"
 
 
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
 
 
-def open_beneath(root: Path, parts: list[str]) -> tuple[int | None, Verdict, str]:
+class OpenedDirectories:
+    """The directories :func:`open_beneath` opened, by root and components, kept open for a run.
+
+    Each was opened one component at a time, following no symlink, like the
+    files beneath it: outputs of one directory cost one walk, then one
+    ``openat`` each. A directory found missing stays missing for the run
+    (outputs beneath it are missing without a walk). At most ``limit`` are
+    kept (then all are closed and the walks start again). Close it (or use it
+    as a context manager) when done.
+    """
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self._fds: dict[tuple[str, tuple[str, ...]], int] = {}
+        self._missing: set[tuple[str, tuple[str, ...]]] = set()
+        self._absolute: dict[str, str] = {}
+
+    def get(self, key: tuple[str, tuple[str, ...]]) -> int | None:
+        return self._fds.get(key)
+
+    def is_missing(self, key: tuple[str, tuple[str, ...]]) -> bool:
+        return key in self._missing
+
+    def missing(self, key: tuple[str, tuple[str, ...]]) -> None:
+        """The directory ``key`` names does not exist."""
+        self._missing.add(key)
+
+    def shown(self, root: Path, parts: list[str]) -> str:
+        """``root/parts...`` made absolute (lexically), as messages show it."""
+        key = os.fspath(root)
+        absolute = self._absolute.get(key)
+        if absolute is None:
+            absolute = self._absolute[key] = os.path.abspath(root)
+        return os.path.join(absolute, *parts)
+
+    def keep(self, key: tuple[str, tuple[str, ...]], fd: int) -> None:
+        """Own ``fd`` from now on."""
+        if len(self._fds) >= self.limit:
+            self.close()
+        self._fds[key] = fd
+
+    def close(self) -> None:
+        self._missing.clear()
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
+
+    def __enter__(self) -> OpenedDirectories:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_beneath(
+    root: Path, parts: list[str], directories: OpenedDirectories | None = None
+) -> tuple[int | None, Verdict, str]:
     """Open ``root/parts...`` walking one component at a time, following no symlink at any level.
 
     Returns ``(fd, VALID, "")``, or ``(None, verdict, why)`` with the path
     checked in ``why``. What was opened is what gets checked: renaming or
     swapping a directory for a symlink meanwhile can make the output missing
-    or refused, never lead elsewhere.
+    or refused, never lead elsewhere. ``directories`` keeps the directories
+    opened on the way (and gives those opened before) for the rest of a run.
     """
-    shown = Path(os.path.abspath(root), *parts)
-    try:
-        current = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        return None, Verdict.INVALID, f"cannot open the root {root}: {exc.strerror}"
-    try:
-        for depth, part in enumerate(parts):
-            last = depth == len(parts) - 1
-            try:
-                opened = os.open(part, _FILE_FLAGS if last else _DIRECTORY_FLAGS, dir_fd=current)
-            except FileNotFoundError:
-                return None, Verdict.MISSING, f"output file missing: {shown}"
-            except OSError as exc:
-                here = Path(os.path.abspath(root), *parts[: depth + 1])
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK) and _is_symlink(current, part):
-                    return None, Verdict.REFUSED, f"refused: a symlink on the way: {here} (none is followed)"
-                if exc.errno == errno.ENOTDIR:
-                    return None, Verdict.MISSING, f"output file missing: {shown} ({here} is not a directory)"
-                return None, Verdict.INVALID, f"cannot open {here}: {exc.strerror}"
-            os.close(current)
-            current = opened
-        fd, current = current, -1
-        return fd, Verdict.VALID, ""
-    finally:
-        if current >= 0:
-            os.close(current)
+    if directories is None:
+        with OpenedDirectories() as once:
+            return open_beneath(root, parts, once)
+    root_key = os.fspath(root)
+    # the deepest directory on the way that is open already
+    start = len(parts)
+    current = None
+    while current is None and start > 0:
+        start -= 1
+        key = (root_key, tuple(parts[:start]))
+        if directories.is_missing(key):
+            return None, Verdict.MISSING, f"output file missing: {directories.shown(root, parts)}"
+        current = directories.get(key)
+    if current is None:
+        try:
+            current = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            return None, Verdict.INVALID, f"cannot open the root {root}: {exc.strerror}"
+        directories.keep((root_key, ()), current)
+    last_depth = len(parts) - 1
+    for depth in range(start, len(parts)):
+        part = parts[depth]
+        last = depth == last_depth
+        try:
+            opened = os.open(part, _FILE_FLAGS if last else _DIRECTORY_FLAGS, dir_fd=current)
+        except FileNotFoundError:
+            if not last:
+                directories.missing((root_key, tuple(parts[: depth + 1])))
+            return None, Verdict.MISSING, f"output file missing: {directories.shown(root, parts)}"
+        except OSError as exc:
+            here = Path(os.path.abspath(root), *parts[: depth + 1])
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK) and _is_symlink(current, part):
+                return None, Verdict.REFUSED, f"refused: a symlink on the way: {here} (none is followed)"
+            if exc.errno == errno.ENOTDIR:
+                shown = Path(os.path.abspath(root), *parts)
+                return None, Verdict.MISSING, f"output file missing: {shown} ({here} is not a directory)"
+            return None, Verdict.INVALID, f"cannot open {here}: {exc.strerror}"
+        if last:
+            return opened, Verdict.VALID, ""
+        directories.keep((root_key, tuple(parts[: depth + 1])), opened)
+        current = opened
+    raise AssertionError("open_beneath: no component")  # parts is never empty (confine)
 
 
 def _is_symlink(directory_fd: int, name: str) -> bool:

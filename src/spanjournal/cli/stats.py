@@ -16,14 +16,13 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
 from spanjournal.cli._command import EXIT_OK, CliError, add_command, add_read_options, read_journals
-from spanjournal.cli._output import MAX_TABLE_ROWS, bounded, escape_id, text_table
+from spanjournal.cli._output import MAX_TABLE_ROWS, bounded, escape_id, text_table, write_json
 from spanjournal.fold import SUMMARY_FIELDS, ChunkRecord, dispatch_field
 from spanjournal.ledger import ChunkState, Ledger, output_location
 
@@ -98,7 +97,7 @@ class Durations(msgspec.Struct, kw_only=True):
     max: float | None = None
 
 
-class MissingOutput(msgspec.Struct, kw_only=True):
+class MissingOutput(msgspec.Struct, gc=False):
     chunk_id: str
     output_file: str
     #: Where it was looked for.
@@ -167,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.root) if args.root is not None else (read.files[0].parent if read.files else Path("."))
     result = compute(read.ledger, group_of, group_by=args.group_by, price=args.price_per_1k_tokens, root=root)
     if args.json:
-        sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+        write_json(sys.stdout, result)
     elif _isatty(sys.stdout):
         render_rich(result, sys.stdout, limit=None if args.all_rows else MAX_TABLE_ROWS)
     else:
@@ -227,7 +226,12 @@ def compute(
     states: dict[str, dict[ChunkState, int]] = {}
     tokens_by_group: dict[str, int] = {}
     attempts = dispatched = retried = 0
-    missing: list[MissingOutput] = []
+    # missing output files, as parallel lists (chunk id, output file, path looked at), made structs once sorted
+    missing_ids: list[str] = []
+    missing_files: list[str] = []
+    missing_paths: list[str] = []
+    #: (cwd or "", directory prefix of the output files, their names, their chunk ids)
+    directories: list[tuple[str, str, list[str], list[str]]] = []
     outputs = OutputFiles() if root is not None else None
     root_dir = os.fspath(root) if root is not None else None
     done = ChunkState.DONE
@@ -247,32 +251,51 @@ def compute(
             dispatched += dispatched_n
             retried += retried_n
         if outputs is not None:
-            for cwd, prefix, names, ids in summary.outputs:
-                # where ``prefix + name`` is (output_location), worked out once for the directory
-                probe = output_location(prefix + "x", cwd or None, root_dir) or ""
-                head = probe[: len(probe) - len(prefix) - 1]
-                listing = outputs.listing(_directory_of(probe))
-                for i, name in enumerate(names):
-                    if listing is None or name not in listing:
-                        path = head + prefix + name
-                        missing.append(MissingOutput(chunk_id=ids[i], output_file=prefix + name, path=path))
+            directories.extend(summary.outputs)
+    # the done chunks' output files by directory, as the checkpoint's totals keep them (summarize_done)
+    by_directory: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+    field = group_of.field
+    no_value = group_of.label(None)
     for cid, rec in records:
-        name = group_of(cid, rec)
+        d = rec.dispatch
+        holder = d if d is not None else rec  # what dispatch_field(rec, ...) reads
+        name = (getattr(holder, field) or no_value) if field is not None else group_of(cid, rec)
         counts = states.get(name)
         if counts is None:
             counts = states[name] = dict.fromkeys(ChunkState, 0)
             tokens_by_group[name] = 0
-        state = done if rec.done else not_done[cid]
-        counts[state] += 1
         tokens_by_group[name] += rec.tokens
         n = rec.attempts
         attempts += n
         dispatched += n > 0
         retried += n > 1
-        if outputs is not None and rec.done and rec.output_file:
-            location = output_location(rec.output_file, dispatch_field(rec, "cwd"), root_dir)
-            if location is not None and not outputs.exists(location):
-                missing.append(MissingOutput(chunk_id=cid, output_file=rec.output_file, path=location))
+        if rec.done:
+            counts[done] += 1
+            output_file = rec.output_file
+            if output_file and outputs is not None:
+                head, sep, file_name = output_file.rpartition("/")
+                key = (holder.cwd or "", head + sep)
+                found = by_directory.get(key)
+                if found is None:
+                    found = by_directory[key] = ([], [])
+                found[0].append(file_name)
+                found[1].append(cid)
+        else:
+            counts[not_done[cid]] += 1
+    directories.extend((cwd, prefix, names, ids) for (cwd, prefix), (names, ids) in by_directory.items())
+    if outputs is not None:
+        for cwd, prefix, names, ids in directories:
+            # where ``prefix + name`` is (output_location), worked out once for the directory
+            probe = output_location(prefix + "x", cwd or None, root_dir) or ""
+            full = probe[: len(probe) - 1]
+            listing = outputs.listing(_directory_of(probe))
+            if listing is not None:
+                absent = [name not in listing for name in names]
+                names = list(itertools.compress(names, absent))
+                ids = list(itertools.compress(ids, absent))
+            missing_ids += ids
+            missing_files += [prefix + name for name in names]
+            missing_paths += [full + name for name in names]
     for cid, state in not_done.items():
         if state is ChunkState.NEVER_DISPATCHED:
             name = group_of(cid, None)
@@ -281,7 +304,17 @@ def compute(
                 counts = states[name] = dict.fromkeys(ChunkState, 0)
                 tokens_by_group[name] = 0
             counts[state] += 1
-    missing.sort(key=attrgetter("path", "chunk_id"))
+    # by path, then chunk id: two stable sorts of the positions
+    order = sorted(range(len(missing_ids)), key=missing_ids.__getitem__)
+    order.sort(key=missing_paths.__getitem__)
+    missing = list(
+        map(
+            MissingOutput,
+            [missing_ids[i] for i in order],
+            [missing_files[i] for i in order],
+            [missing_paths[i] for i in order],
+        )
+    )
     groups = {name: _group_stats(name, counts, tokens_by_group[name]) for name, counts in states.items()}
     totals = Totals(attempts=attempts, dispatched=dispatched, retried=retried)
     for group in groups.values():
@@ -325,10 +358,6 @@ class OutputFiles:
 
     def __init__(self) -> None:
         self._listings: dict[str, frozenset[str] | None] = {}
-
-    def exists(self, path: str) -> bool:
-        names = self.listing(_directory_of(path))
-        return names is not None and path.rpartition("/")[2] in names
 
     def listing(self, directory: str) -> frozenset[str] | None:
         """The names in ``directory`` (None if it cannot be listed), listed once."""
