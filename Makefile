@@ -28,12 +28,12 @@ $(OLDEST_STAMP): pyproject.toml
 		'opentelemetry-api==$(SDK_OLDEST)' 'opentelemetry-sdk==$(SDK_OLDEST)' 'opentelemetry-exporter-otlp==$(SDK_OLDEST)'
 	touch $(OLDEST_STAMP)
 
-# Deselected there: the OTLP exporters of 1.25 retry past the export timeout (gRPC) and log a
-# traceback for a refused connection (HTTP); `spanjournal export` is bounded and one-line only with
-# exporters whose timeout covers their retries.
+# Deselected there: the gRPC exporter of 1.25 retries a refused connection past the export
+# timeout without saying why; `spanjournal export` still ends at its own deadline with one line,
+# but that line says "no complete answer within Ns", not "connection refused".
 test-sdk-oldest: $(OLDEST_STAMP)
 	$(OLDEST_VENV)/bin/python -m pytest \
-		--deselect 'tests/test_export.py::test_unreachable_backend_is_one_clear_line_and_exit_1_in_bounded_time'
+		--deselect 'tests/test_export.py::test_unreachable_backend_is_one_clear_line_and_exit_1_in_bounded_time[grpc]'
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -692,6 +692,8 @@ def describe_span(span: JournalSpan) -> str:
 
 #: The reason given when the exporter says no more than that it gave up.
 NO_ANSWER = "no answer within the timeout"
+#: How the reason starts when the exporter raised rather than returned a failure.
+EXPORTER_RAISED = "the exporter failed"
 
 
 class _ExporterLog(logging.Handler):
@@ -722,16 +724,21 @@ class _ExporterLog(logging.Handler):
             message = str(record.msg)
         self.messages = [*self.messages[-(self.KEEP - 1) :], message]
 
-    def reason(self) -> str | None:
-        """The cause of the failure in a few words, else the last message (first line, shortened)."""
+    def reason(self, raised: str | None = None) -> str | None:
+        """The cause of the failure in a few words, else the last message (first line, shortened).
+
+        ``raised`` is what an exporter that raised instead of logging said (older
+        OTLP exporters do): it is read as the last message.
+        """
+        messages = self.messages if raised is None else [*self.messages, raised]
         for pattern, cause in self.CAUSES:
-            for message in reversed(self.messages):
+            for message in reversed(messages):
                 m = pattern.search(message)
                 if m:
                     return m.expand(cause).strip()
-        if not self.messages:
+        if not messages:
             return None
-        last = self.messages[-1].splitlines()[0] if self.messages[-1] else ""
+        last = messages[-1].splitlines()[0] if messages[-1] else ""
         return last if len(last) <= 200 else last[:199] + "…"
 
 
@@ -800,7 +807,7 @@ def _send(
 ) -> None:
     result, failure = _export_within(exporter, batch, timeout)
     if result is not SpanExportResult.SUCCESS:
-        reason = failure or log.reason()
+        reason = log.reason(failure) if failure and failure.startswith(EXPORTER_RAISED) else failure or log.reason()
         raise ExportError(
             f"the backend did not accept {len(batch)} spans ({stats.sent} sent before)"
             + (f": {reason}" if reason else ""),
@@ -826,7 +833,7 @@ def _export_within(
         try:
             outcome.append((exporter.export(batch), None))
         except Exception as exc:  # an exporter bug or an encoding error: one line, not a traceback
-            outcome.append((SpanExportResult.FAILURE, f"the exporter failed: {type(exc).__name__}: {exc}"))
+            outcome.append((SpanExportResult.FAILURE, f"{EXPORTER_RAISED}: {type(exc).__name__}: {exc}"))
 
     if timeout is None:
         attempt()
