@@ -1,7 +1,7 @@
 """``spanjournal watch``: frames, following a journal, and the live view of a real fan-out.
 
 The fan-out is a real child process dispatching through the decorator
-(``spanjournal.testing.simulate_fanout``). ``watch --once`` is compared with
+(``crash_helpers.simulate_fanout``). ``watch --once`` is compared with
 ``pending`` while the child is stopped (SIGSTOP), so both see the same
 journal; the live view runs in tmux on a server of its own (``tmux -L``), read
 with ``capture-pane``, and every wait is bounded. Without tmux that test
@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 
 from cli_journals import completed, dispatched, failed, run, write_journal
+from crash_helpers import TESTS_DIR, chunk_ids
 from spanjournal._schema import encode
 from spanjournal.cli.watch import Watcher, make_frame, render_text
 from spanjournal.ledger import read_ledger
-from spanjournal.testing import chunk_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -161,7 +161,7 @@ def test_bad_input_is_one_line_and_exit_2(journal: Path, tmp_path: Path) -> None
 
 FANOUT = """\
 import json, sys
-from spanjournal.testing import simulate_fanout
+from crash_helpers import simulate_fanout
 spec = json.loads(sys.argv[1])
 spec["work"] = tuple(spec["work"])  # a (low, high) range of seconds
 simulate_fanout(**spec)
@@ -173,9 +173,10 @@ def fanout(journal: Path, ids: list[str], **options: Any) -> Iterator[subprocess
     """A child process dispatching ``ids`` through the decorator; killed (by its pid) on the way out."""
     spec = {"journal": str(journal), "chunk_ids": ids, "durability": "flush", **options}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SPANJOURNAL_"))}
+    child_path = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))  # finds crash_helpers
     child = subprocess.Popen(
         [sys.executable, "-c", FANOUT, json.dumps(spec)],
-        env={**env, "SPANJOURNAL_TZ": "Asia/Kuala_Lumpur"},
+        env={**env, "SPANJOURNAL_TZ": "Asia/Kuala_Lumpur", "PYTHONPATH": child_path},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -1,6 +1,6 @@
 """A real child process dispatching on 16 threads is SIGKILLed mid-run; the journal tells the truth.
 
-The child (:func:`spanjournal.testing.simulate_fanout`) dispatches 100 units
+The child (:func:`crash_helpers.simulate_fanout`) dispatches 100 units
 through the real decorator with the default ``fsync`` journal. Each agent
 body appends ``start <chunk>`` to a marker file as the first thing it does;
 the dispatcher appends ``end <chunk>`` once the decorated call returned. The
@@ -22,15 +22,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from crash_helpers import chunk_ids, crash_fanout, read_markers, simulate_fanout
 from spanjournal import ChunkState, read_ledger
-from spanjournal.testing import (
-    chunk_ids,
-    crash_fanout,
-    dispatched_at_least,
-    read_markers,
-    run_and_kill,
-    simulate_fanout,
-)
+from spanjournal.testing import dispatched_at_least, run_and_kill
 
 pytestmark = pytest.mark.integration
 

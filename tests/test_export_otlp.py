@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 
+from crash_helpers import crash_fanout
 from spanjournal.cli import main
-from spanjournal.testing import crash_fanout, dispatched_at_least, run_and_kill
+from spanjournal.testing import dispatched_at_least, run_and_kill
 
 try:
     from otlp_collector import ReceivedSpan, RotelCollector, rotel_available

@@ -34,3 +34,19 @@ def test_the_reading_side_has_no_native_code_and_one_fold() -> None:
         assert not (package / gone).exists(), gone
     assert not (package.parents[1] / "setup.py").exists()
     assert spanjournal.ledger.LedgerState is spanjournal.fold.LedgerState
+
+
+def test_testing_offers_users_what_they_need_and_no_crash_test_machinery() -> None:
+    import spanjournal.testing
+
+    assert sorted(spanjournal.testing.__all__) == [
+        "Capture",
+        "ChildRun",
+        "MemoryJournal",
+        "capture",
+        "dispatched_at_least",
+        "run_and_kill",
+    ]
+    assert all(hasattr(spanjournal.testing, name) for name in spanjournal.testing.__all__)
+    for moved in ("simulate_fanout", "crash_fanout", "read_markers", "chunk_ids", "SimulatedAgentError"):
+        assert not hasattr(spanjournal.testing, moved), moved
