@@ -275,30 +275,10 @@ class JournalSpan:
                 if converted is not None:
                     attrs[key] = converted
         attrs[semconv.GEN_AI_OPERATION_NAME] = semconv.INVOKE_AGENT
-        if d.agent:
-            attrs[semconv.GEN_AI_AGENT_NAME] = d.agent
-        attrs[semconv.CHUNK_ID] = d.chunk_id
-        if d.session_id:
-            attrs[semconv.SESSION_ID] = d.session_id
-        if d.task_description is not None:
-            attrs[semconv.TASK_DESCRIPTION] = d.task_description
-        if d.items_assigned is not None:
-            attrs[semconv.ITEMS_ASSIGNED] = d.items_assigned
-        if d.batch is not None:
-            attrs[semconv.BATCH] = d.batch
+        _set_field_attributes(attrs, d, _DISPATCH_ATTRIBUTES)
         c = self.completion
-        output_file = (c.output_file if c is not None else None) or d.output_file
-        if output_file:
-            attrs[semconv.OUTPUT_FILE] = output_file
         if c is not None:
-            if c.tokens_used is not None:
-                attrs[semconv.TOKENS_USED] = c.tokens_used
-            if c.input_tokens is not None:
-                attrs[semconv.GEN_AI_INPUT_TOKENS] = c.input_tokens
-            if c.output_tokens is not None:
-                attrs[semconv.GEN_AI_OUTPUT_TOKENS] = c.output_tokens
-            if not c.success and c.error_type:
-                attrs[semconv.ERROR_TYPE] = c.error_type
+            _set_field_attributes(attrs, c, _COMPLETION_ATTRIBUTES if not c.success else _SUCCESS_ATTRIBUTES)
             if c.reconciled:
                 attrs[ATTR_RECONCILED] = True
                 if c.validation:
@@ -314,6 +294,33 @@ class JournalSpan:
         if self.synthetic_ids:
             attrs[ATTR_SYNTHETIC_IDS] = True
         return attrs
+
+
+_FieldAttributes = tuple[tuple[str, str], ...]
+
+
+def _field_attributes(struct: type[msgspec.Struct], leave_out: frozenset[str] = frozenset()) -> _FieldAttributes:
+    """``(field, attribute)`` for each of the struct's fields a span carries (``semconv.FIELD_ATTRIBUTES``)."""
+    return tuple(
+        (name, semconv.FIELD_ATTRIBUTES[name])
+        for name in struct.__struct_fields__
+        if name in semconv.FIELD_ATTRIBUTES and name not in leave_out
+    )
+
+
+#: A completion repeats the dispatch's chunk and session: the span's are the dispatch's.
+_DISPATCH_ATTRIBUTES = _field_attributes(Dispatched)
+_COMPLETION_ATTRIBUTES = _field_attributes(Completed, frozenset({"chunk_id", "session_id"}))
+#: ``error.type`` is only on a span that ended in error.
+_SUCCESS_ATTRIBUTES = _field_attributes(Completed, frozenset({"chunk_id", "session_id", "error_type"}))
+
+
+def _set_field_attributes(attrs: dict[str, Any], event: msgspec.Struct, fields: _FieldAttributes) -> None:
+    """Set the attribute of each field the event knows (not absent, not empty); later events win."""
+    for name, attribute in fields:
+        value = getattr(event, name)
+        if value is not None and value != "":
+            attrs[attribute] = value
 
 
 def _attribute_value(value: Any) -> Any:

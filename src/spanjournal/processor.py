@@ -74,17 +74,10 @@ logger = logging.getLogger("spanjournal")
 MAX_ERROR_CHARS = 2000
 
 _ERROR = StatusCode.ERROR
+#: The start attributes a dispatch line keeps in its own fields; any other goes to ``attrs``.
 _KNOWN_START_KEYS = frozenset(
-    {
-        semconv.CHUNK_ID,
-        semconv.SESSION_ID,
-        semconv.TASK_DESCRIPTION,
-        semconv.ITEMS_ASSIGNED,
-        semconv.OUTPUT_FILE,
-        semconv.BATCH,
-        semconv.GEN_AI_AGENT_NAME,
-        semconv.GEN_AI_OPERATION_NAME,
-    }
+    {semconv.FIELD_ATTRIBUTES[name] for name in Dispatched.__struct_fields__ if name in semconv.FIELD_ATTRIBUTES}
+    | {semconv.GEN_AI_OPERATION_NAME}
 )
 
 
@@ -691,19 +684,20 @@ def private_fields_match_public_api() -> bool:
         return False
 
 
-_SESSION_ID = semconv.SESSION_ID
-_CHUNK_ID = semconv.CHUNK_ID
+# The attribute each journal field is read from (one table: ``semconv.FIELD_ATTRIBUTES``).
+_FIELD = semconv.FIELD_ATTRIBUTES
+_SESSION_ID = _FIELD["session_id"]
+_CHUNK_ID = _FIELD["chunk_id"]
+_OUTPUT_FILE = _FIELD["output_file"]
+_ERROR_TYPE = _FIELD["error_type"]
+_ITEMS_ASSIGNED = _FIELD["items_assigned"]
+_TASK_DESCRIPTION = _FIELD["task_description"]
+_BATCH = _FIELD["batch"]
+_AGENT = _FIELD["agent"]
+_TOKENS_USED = _FIELD["tokens_used"]
+_INPUT_TOKENS = _FIELD["input_tokens"]
+_OUTPUT_TOKENS = _FIELD["output_tokens"]
 _OPERATION = semconv.GEN_AI_OPERATION_NAME
-_OUTPUT_FILE = semconv.OUTPUT_FILE
-_ERROR_TYPE = semconv.ERROR_TYPE
-
-_ITEMS_ASSIGNED = semconv.ITEMS_ASSIGNED
-_TASK_DESCRIPTION = semconv.TASK_DESCRIPTION
-_BATCH = semconv.BATCH
-_AGENT = semconv.GEN_AI_AGENT_NAME
-_TOKENS_USED = semconv.TOKENS_USED
-_INPUT_TOKENS = semconv.GEN_AI_INPUT_TOKENS
-_OUTPUT_TOKENS = semconv.GEN_AI_OUTPUT_TOKENS
 
 
 def _getcwd() -> str | None:

@@ -17,6 +17,10 @@ This module imports nothing from OpenTelemetry.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
 #: The prefix of every project attribute.
 PREFIX = "spanjournal."
 
@@ -38,6 +42,26 @@ GEN_AI_AGENT_NAME = "gen_ai.agent.name"
 GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 ERROR_TYPE = "error.type"
+
+#: The journal's fields that a dispatch span carries as attributes: schema field -> attribute.
+#: The processor writes each field from its attribute, ``spanjournal export`` each
+#: attribute from its field; the fields are those of ``Dispatched`` and ``Completed``
+#: in ``spanjournal._schema``.
+FIELD_ATTRIBUTES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "chunk_id": CHUNK_ID,
+        "session_id": SESSION_ID,
+        "task_description": TASK_DESCRIPTION,
+        "items_assigned": ITEMS_ASSIGNED,
+        "output_file": OUTPUT_FILE,
+        "batch": BATCH,
+        "agent": GEN_AI_AGENT_NAME,
+        "tokens_used": TOKENS_USED,
+        "input_tokens": GEN_AI_INPUT_TOKENS,
+        "output_tokens": GEN_AI_OUTPUT_TOKENS,
+        "error_type": ERROR_TYPE,
+    }
+)
 
 #: The value of ``gen_ai.operation.name`` on a dispatch span.
 INVOKE_AGENT = "invoke_agent"
