@@ -3,6 +3,7 @@
     python benchmarks/bench_pending.py                  # 1,000,000 events (about 420 MB)
     python benchmarks/bench_pending.py --events 300000 --repeat 5
     python benchmarks/bench_pending.py --quick          # 100,000 events, one run each
+    python benchmarks/bench_pending.py --cold-only      # cold pending only: ours, --jobs 2, naive, jq
 
 In one run, on the same warm file:
 
@@ -12,6 +13,8 @@ In one run, on the same warm file:
   (dispatched minus successfully completed), in a subprocess;
 - jq: ``jq -c 'select(.event=="subagent_dispatched")|.chunk_id'`` (skipped
   when jq is not installed);
+- ours with ``--jobs 2``: the same cold read in two processes (the journal
+  cut in two at a line boundary, the parts' folds merged);
 - peak memory of each child: ``ru_maxrss`` (the largest process of the tree)
   and the sum over the process tree, sampled, since ``pending`` may read
   large journals with a second process;
@@ -342,28 +345,40 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, help="runs per contender, the best counts (default 3; --quick 1)")
     ap.add_argument("--data-dir", type=Path, default=REPO / "bench-data", help="where journals are kept")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive approach (slow, memory hungry)")
+    ap.add_argument(
+        "--cold-only",
+        action="store_true",
+        help="only cold pending (ours, --jobs 2, naive, jq): no re-run journal, no other command, no append",
+    )
     args = ap.parse_args()
     events = args.events or (100_000 if args.quick else 1_000_000)
     repeat = args.repeat or (1 if args.quick else 3)
     args.data_dir.mkdir(parents=True, exist_ok=True)
 
     journal, counts = journal_for(events, args.data_dir)
-    rerun = rerun_journal_for(journal, args.data_dir)
+    rerun = None if args.cold_only else rerun_journal_for(journal, args.data_dir)
     expected = counts["failed"] + counts["unfinished"]
-    lines_a, lines_b = count_lines(journal), count_lines(rerun)
-    warm(journal, rerun)
+    lines_a = count_lines(journal)
+    warm(journal, *([rerun] if rerun is not None else []))
 
     ours = best([*pending_command(), str(journal), "--no-checkpoint"], repeat)
     found = len(ours.stdout.splitlines())
+    ours_jobs = best([*pending_command(), str(journal), "--no-checkpoint", "--jobs", "2"], repeat)
     lib_seconds, lib_found = best_library(journal, repeat)
-    ours_b = best([*pending_command(), str(rerun), "--no-checkpoint"], repeat)
-    found_b = len(ours_b.stdout.splitlines())
     naive = None if args.no_naive else best([sys.executable, "-c", NAIVE, str(journal)], repeat)
     jq_path = shutil.which("jq")
     jq = best([jq_path, "-c", JQ_FILTER, str(journal)], repeat) if jq_path else None
-    commands = incremental(journal, args.data_dir, repeat)
+    commands = [] if args.cold_only else incremental(journal, args.data_dir, repeat)
+    ours_b = None
+    if rerun is not None:
+        ours_b = best([*pending_command(), str(rerun), "--no-checkpoint"], repeat)
 
-    for name, got in [("pending", found), ("library", lib_found), ("pending (re-run journal)", found_b)]:
+    found_all = [("pending", found), ("library", lib_found)]
+    if ours_jobs.stdout != ours.stdout:
+        print("WARNING: pending --jobs 2 printed another answer than pending", file=sys.stderr)
+    if ours_b is not None:
+        found_all.append(("pending (re-run journal)", len(ours_b.stdout.splitlines())))
+    for name, got in found_all:
         if got != expected:
             print(f"WARNING: {name} found {got:,} pending chunks, expected {expected:,}", file=sys.stderr)
     if naive is not None and int(naive.stdout) != expected:
@@ -377,6 +392,13 @@ def main() -> None:
     rows: list[tuple[str, str, str, str, str]] = [
         ("", "time", "ours is", "ru_maxrss", "peak RSS (tree)"),
         ("ours: pending (CLI, subprocess)", f"{ours.seconds:.2f} s", "", mb(ours.maxrss), mb(ours.tree_peak)),
+        (
+            "ours: pending --jobs 2",
+            f"{ours_jobs.seconds:.2f} s",
+            f"{ours.seconds / ours_jobs.seconds:.2f}x --jobs 1",
+            mb(ours_jobs.maxrss),
+            mb(ours_jobs.tree_peak),
+        ),
         ("ours: read_ledger(keep_attempts=False).pending()", f"{lib_seconds:.2f} s", "", "", ""),
     ]
     ratios: dict[str, float] = {}
@@ -393,6 +415,13 @@ def main() -> None:
     for r in rows:
         print("  ".join([r[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(r[1:], widths[1:]))]).rstrip())
 
+    for name, run in [("naive", naive), ("jq", jq)]:
+        if run is not None:
+            print(f"pending --jobs 2 vs {name}: {run.seconds / ours_jobs.seconds:.1f}x faster")
+    if rerun is None or ours_b is None:
+        print_targets(ratios)
+        return
+    lines_b = count_lines(rerun)
     print(f"\nmemory of ours for the same {counts['chunks']:,} chunks:")
     for path, lines, run in [(journal, lines_a, ours), (rerun, lines_b, ours_b)]:
         print(
@@ -423,6 +452,10 @@ def main() -> None:
     widths2 = [max(len(r[i]) for r in rows2) for i in range(len(rows2[0]))]
     for r in rows2:
         print("  ".join([r[0].ljust(widths2[0]), *(c.rjust(w) for c, w in zip(r[1:], widths2[1:]))]).rstrip())
+    print_targets(ratios)
+
+
+def print_targets(ratios: dict[str, float]) -> None:
     print()
     for name, target in TARGETS.items():
         if name in ratios:

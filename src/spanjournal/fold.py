@@ -259,17 +259,19 @@ class LedgerState:
 
     # -- merging ------------------------------------------------------------
 
-    def merge(self, other: LedgerState, *, file_offset: int = 0) -> None:
+    def merge(self, other: LedgerState, *, file_offset: int = 0, line_offset: int = 0) -> None:
         """Fold ``other``, the state of what comes after this one in file order, into this one.
 
         ``other`` is left as it was (its records are copied). Its line
-        references move up by ``file_offset`` files. Raises
+        references move up by ``file_offset`` files and ``line_offset`` lines
+        (``other`` folded a later part of the same file, numbering its lines
+        from 1). Raises
         :class:`NotMergeable` when ``other`` holds a completion without span
         id that would have paired with a dispatch of this state.
         """
         if other.spanless_orphans and any(c in self.chunks for c in other.spanless_orphans):
             raise NotMergeable(", ".join(sorted(other.spanless_orphans)))
-        shift = file_offset << LINE_BITS
+        shift = (file_offset << LINE_BITS) + line_offset
         chunks, orphans = self.chunks, self.orphans
         for cid, theirs in other.chunks.items():
             ours = chunks.get(cid)

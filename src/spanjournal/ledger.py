@@ -443,8 +443,13 @@ def fold_file(
     max_issues: int = 1000,
     progress: Callable[[int], None] | None = None,
     previous: FileFold | None = None,
+    jobs: int = 1,
 ) -> FileFold:
-    """Fold one journal file, from a valid checkpoint (or ``previous``, kept in memory) when there is one."""
+    """Fold one journal file, from a valid checkpoint (or ``previous``, kept in memory) when there is one.
+
+    With ``jobs > 1`` and neither, the file is read in ``jobs`` processes
+    (:mod:`spanjournal._jobs`), or in this one if that fails.
+    """
     f = open_journal(path)
     try:
         st = os.fstat(f.fileno())
@@ -479,26 +484,47 @@ def fold_file(
         offset = lines = 0
         index = []
     start = offset
-    scan = FileScan(path, stats, offset=offset, lines=lines, file=f)
-    apply_batch = state.apply_batch
-    for events, numbers in scan.batches(progress):
-        apply_batch(events, numbers)
-    index.extend(scan.index)
-    complete = scan.complete_stats
+    parts = None
+    if jobs > 1 and restored is None and not keep_attempts:
+        from spanjournal import _jobs  # only a read that asks for processes forks
+
+        parts = _jobs.fold_in_parts(path, jobs, session=session, max_issues=max_issues)
+    if parts is not None:
+        f.close()
+        if progress is not None:
+            progress(parts.stats.bytes)
+        state, stats, complete = parts.state, parts.stats, parts.complete_stats
+        index = parts.index
+        end: tuple[int, int, tuple[int, int] | None, int, Any] = (
+            parts.offset,
+            parts.lines,
+            parts.identity,
+            parts.size,
+            parts.tail,
+        )
+    else:
+        scan = FileScan(path, stats, offset=offset, lines=lines, file=f)
+        apply_batch = state.apply_batch
+        for events, numbers in scan.batches(progress):
+            apply_batch(events, numbers)
+        index.extend(scan.index)
+        complete = scan.complete_stats
+        end = (scan.offset, scan.lines, scan.identity, scan.size, scan.tail)
+    end_offset, end_lines, identity, size, tail = end
     use_checkpoints = checkpoint and not keep_attempts and session is None
-    if use_checkpoints and checkpoints.worth_saving(restored is not None, start, scan.offset):
-        checkpoints.save(path, scan.identity, state, complete, scan.offset, scan.lines, index)
+    if use_checkpoints and checkpoints.worth_saving(restored is not None, start, end_offset):
+        checkpoints.save(path, identity, state, complete, end_offset, end_lines, index)
     folded = FileFold(
         path=path,
         explicit=explicit,
         state=state,
         stats=complete,
-        offset=scan.offset,
-        lines=scan.lines,
+        offset=end_offset,
+        lines=end_lines,
         index=index,
-        identity=scan.identity,
-        size=scan.size,
-        tail=scan.tail,
+        identity=identity,
+        size=size,
+        tail=tail,
         tail_stats=stats if stats is not complete else None,
     )
     return folded
@@ -561,6 +587,7 @@ def read_ledger(
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
     checkpoint: bool = False,
+    jobs: int = 1,
 ) -> Ledger:
     """Read journals (files, directories of ``*.jsonl``, globs) into a :class:`Ledger`.
 
@@ -573,8 +600,11 @@ def read_ledger(
     (:mod:`spanjournal.checkpoint`, only with ``keep_attempts=False`` and no
     ``session``) and starts from a valid saved one, so a later read folds
     only what was appended; ``SPANJOURNAL_NO_CHECKPOINT=1`` turns it off.
-    ``detail`` and ``workers`` are deprecated and ignored: every read is the
-    same fold.
+    ``jobs=N`` (N > 1) reads each journal that has no valid checkpoint in N
+    processes (forked; see :mod:`spanjournal._jobs`), with the same answers
+    and warnings as a read in one, and only with ``keep_attempts=False``;
+    the default, 1, never forks. ``detail`` and ``workers`` are deprecated
+    and ignored: every read is the same fold.
 
     A file named in ``paths`` in which no line is a journal event (and that
     is not empty) raises :class:`NotAJournalError`; such a file found in a
@@ -612,6 +642,7 @@ def read_ledger(
                 checkpoint=checkpoint,
                 max_issues=max_issues,
                 progress=report,
+                jobs=jobs,
             )
             done_bytes += ff.stats.bytes
             folds.append(ff)

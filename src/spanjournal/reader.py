@@ -182,13 +182,23 @@ class FileScan:
     ``tail`` (at line ``lines + 1``), one that does not is a torn tail
     (counted in ``stats``). ``index`` holds ``(lines before, byte offset)``
     at the start of every block read, to find a line again quickly.
+    With ``end``, the scan stops there as if the file ended (a range of a
+    file, cut at a line boundary, read by one of several processes).
     """
 
     def __init__(
-        self, path: Path, stats: ReadStats, *, offset: int = 0, lines: int = 0, file: io.FileIO | None = None
+        self,
+        path: Path,
+        stats: ReadStats,
+        *,
+        offset: int = 0,
+        lines: int = 0,
+        file: io.FileIO | None = None,
+        end: int | None = None,
     ) -> None:
         self.path = path
         self.file = file
+        self.end = end
         self.stats = stats
         self.offset = offset
         self.lines = lines
@@ -223,6 +233,8 @@ class FileScan:
                     else:
                         buf.extend(bytes(len(buf)))
                 space = memoryview(buf)[start:]
+                if self.end is not None:
+                    space = space[: max(0, self.end - block_offset - start)]
                 try:
                     n = f.readinto(space)
                 except OSError as exc:

@@ -102,6 +102,28 @@ def add_read_options(parser: argparse.ArgumentParser) -> None:
         help="read the journals whole, without using or saving checkpoints "
         f"(also: {checkpoints.ENV_SWITCH}=1); see README, Speed",
     )
+    parser.add_argument(
+        "--jobs",
+        type=_jobs_count,
+        default=1,
+        metavar="N",
+        help="read each journal that has no usable checkpoint in N processes (default 1); "
+        "answers and warnings are the same; see README, Speed",
+    )
+
+
+#: The most processes ``--jobs`` takes.
+MAX_JOBS = 64
+
+
+def _jobs_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_JOBS}: {text!r}")
+    return value
 
 
 def read_journals(
@@ -110,6 +132,7 @@ def read_journals(
     stderr: TextIO | None = None,
     expect: str | None = None,
     checkpoint: bool = True,
+    jobs: int = 1,
     **ledger_options: Any,
 ) -> JournalRead:
     """Read journals into a ledger the way every command does.
@@ -118,7 +141,8 @@ def read_journals(
     for slow reads; files of a directory that are not journals are named,
     one line each, and skipped lines printed as warnings, on ``stderr``.
     Each journal's fold is saved as a checkpoint (unless ``checkpoint`` is
-    false), so the next command reads only what was appended.
+    false), so the next command reads only what was appended. ``jobs``
+    processes read each journal without a usable checkpoint.
     ``ledger_options`` go to :func:`~spanjournal.ledger.read_ledger`.
     """
     err = stderr if stderr is not None else sys.stderr
@@ -131,7 +155,7 @@ def read_journals(
     progress = Progress(sum(_size(p) for p in files), err)
     try:
         options = {"keep_attempts": False, **ledger_options}
-        ledger = read_ledger(*journals, expect=expect, checkpoint=checkpoint, progress=progress, **options)
+        ledger = read_ledger(*journals, expect=expect, checkpoint=checkpoint, progress=progress, jobs=jobs, **options)
     except JournalReadError as exc:
         raise CliError(str(exc)) from None
     finally:

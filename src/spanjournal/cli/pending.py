@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         expect=args.expect,
         session=args.session,
         checkpoint=not args.no_checkpoint,
+        jobs=args.jobs,
     )
     ledger = read.ledger
     ids, counts = select(ledger, wanted)

@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     if root is not None and not root.is_dir():
         raise CliError(f"--root {args.root}: not a directory")
     validation = resolve_validation(args.validate)
-    read = read_journals([str(journal)], checkpoint=not args.no_checkpoint)
+    read = read_journals([str(journal)], checkpoint=not args.no_checkpoint, jobs=args.jobs)
     decisions = decide(read.ledger, root, validation, journal_folder=journal.parent)
     valid = [d for d in decisions if d.verdict is Verdict.VALID]
     if args.apply and valid:

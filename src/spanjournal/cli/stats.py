@@ -162,7 +162,7 @@ def _price(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     group_of = grouper(args.group_by)
-    read = read_journals(args.journals, checkpoint=not args.no_checkpoint)
+    read = read_journals(args.journals, checkpoint=not args.no_checkpoint, jobs=args.jobs)
     root = Path(args.root) if args.root is not None else (read.files[0].parent if read.files else Path("."))
     result = compute(read.ledger, group_of, group_by=args.group_by, price=args.price_per_1k_tokens, root=root)
     if args.json:
