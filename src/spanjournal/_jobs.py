@@ -20,7 +20,6 @@ import OpenTelemetry.
 
 from __future__ import annotations
 
-import array
 import contextlib
 import os
 from dataclasses import dataclass
@@ -29,8 +28,7 @@ from typing import Any
 
 import msgspec
 
-from spanjournal._schema import Completed
-from spanjournal.fold import ChunkRecord, LedgerState, NotMergeable
+from spanjournal.fold import ChunkRecord, FoldFields, LedgerState, NotMergeable
 from spanjournal.reader import FileScan, ReadIssue, ReadStats, open_journal
 
 #: Bytes looked at, at a time, for the line end after a cut point.
@@ -41,15 +39,7 @@ class _Part(msgspec.Struct, array_like=True):
     """What a child sends back: its range's fold and read statistics (lines numbered from 1)."""
 
     chunks: dict[str, ChunkRecord]
-    orphans: dict[str, ChunkRecord]
-    planned: list[str]
-    sessions: list[str]
-    failed: dict[str, Completed]
-    durations: bytes
-    error_types: dict[str, int]
-    spanless_orphans: list[str]
-    synthetic: int
-    token: str
+    fold: FoldFields
     lines: int
     index: list[tuple[int, int]]
     events: int
@@ -158,18 +148,9 @@ def fold_range(
     scan = _scan_of(path, identity, stats, begin, end)
     for events, numbers in scan.batches():
         state.apply_batch(events, numbers)
-    synthetic, token = state.synthetic_counter()
     return _Part(
         chunks=state.chunks,
-        orphans=state.orphans,
-        planned=list(state.planned),
-        sessions=list(state.sessions),
-        failed=state.failed,
-        durations=state.durations.tobytes(),
-        error_types=state.error_types,
-        spanless_orphans=sorted(state.spanless_orphans),
-        synthetic=synthetic,
-        token=token,
+        fold=state.fields(),
         lines=scan.lines,
         index=scan.index,
         events=stats.events,
@@ -233,15 +214,7 @@ def _collect(pid: int, fd: int) -> _Part | None:
 def _state_of(part: _Part, session: str | None) -> LedgerState:
     state = LedgerState(session=session)
     state.restore_chunks(part.chunks, None)
-    state.orphans = part.orphans
-    state.planned = dict.fromkeys(part.planned)
-    state.sessions = dict.fromkeys(part.sessions)
-    state.failed = part.failed
-    state.durations = array.array("d")
-    state.durations.frombytes(part.durations)
-    state.error_types = part.error_types
-    state.spanless_orphans = set(part.spanless_orphans)
-    state.restore_synthetic(part.synthetic, part.token)
+    state.restore_fields(part.fold)
     return state
 
 

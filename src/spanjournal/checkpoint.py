@@ -37,11 +37,19 @@ import msgspec
 
 from spanjournal import __version__
 from spanjournal._schema import Completed
-from spanjournal.fold import ChunkRecord, DoneSummary, LazyDone, LedgerState, chunk_hash, summarize_done
+from spanjournal.fold import (
+    ChunkRecord,
+    DoneSummary,
+    FoldFields,
+    LazyDone,
+    LedgerState,
+    chunk_hash,
+    summarize_done,
+)
 from spanjournal.reader import JournalReadError, ReadIssue, ReadStats
 
 #: Bumped whenever what a checkpoint holds changes meaning.
-FORMAT = 4
+FORMAT = 5
 SUFFIX = ".spanjournal-checkpoint"
 #: A checkpoint file: this, the header's length, the header (msgpack), the done chunks (msgpack).
 MAGIC = b"SJCHKPT\x00"
@@ -112,16 +120,10 @@ class _Saved(msgspec.Struct, array_like=True):
     #: The same for the :class:`~spanjournal.fold.DoneSummary` that follows them.
     summary_length: int
     summary_digest: bytes
-    orphans: dict[str, ChunkRecord]
-    planned: list[str]
+    #: Planned chunks never dispatched nor completed (so a done chunk need not be loaded to say so).
     only_planned: list[str]
-    sessions: list[str]
-    failed: dict[str, Completed]
-    durations: bytes
-    error_types: dict[str, int]
-    spanless_orphans: list[str]
-    synthetic: int
-    token: str
+    #: The rest of the fold; its ``failed`` holds only the latest failures (the others are with the done chunks).
+    fold: FoldFields
 
 
 class _Done(msgspec.Struct, array_like=True):
@@ -255,24 +257,16 @@ def _restore(
     saved: _Saved, name: str, max_issues: int, read_done: DoneReader, read_summary: Callable[[], DoneSummary]
 ) -> Restored:
     state = LedgerState()
-    state.orphans = saved.orphans
-    state.planned = dict.fromkeys(saved.planned)
+    state.restore_fields(saved.fold)
     lazy = LazyDone(
         read_done,
         saved.done_hashes,
         saved.done_count,
         only_planned=saved.only_planned,
-        planned_count=len(saved.planned),
+        planned_count=len(saved.fold.planned),
         read_summary=read_summary,
     )
     state.restore_chunks(saved.open_chunks, lazy)
-    state.sessions = dict.fromkeys(saved.sessions)
-    state.failed = saved.failed
-    state.durations = array.array("d")
-    state.durations.frombytes(saved.durations)
-    state.error_types = saved.error_types
-    state.spanless_orphans = set(saved.spanless_orphans)
-    state.restore_synthetic(saved.synthetic, saved.token)
     stats = ReadStats(
         files=[name],
         events=saved.events,
@@ -302,7 +296,6 @@ def save(
     hashed = digest_of_path(journal, offset, identity)
     if hashed is None or identity is None:
         return None  # replaced or truncated since it was read
-    synthetic, token = state.synthetic_counter()
     chunks = state.chunks
     open_chunks = {c: r for c, r in chunks.items() if not r.done}
     done = {c: r for c, r in chunks.items() if r.done}
@@ -337,16 +330,8 @@ def save(
         done_digest=hashlib.blake2b(done_blob, digest_size=16).digest(),
         summary_length=len(summary_blob),
         summary_digest=hashlib.blake2b(summary_blob, digest_size=16).digest(),
-        orphans=state.orphans,
-        planned=list(state.planned),
         only_planned=state.only_planned(),
-        sessions=list(state.sessions),
-        failed=failed_open,
-        durations=state.durations.tobytes(),
-        error_types=state.error_types,
-        spanless_orphans=sorted(state.spanless_orphans),
-        synthetic=synthetic,
-        token=token,
+        fold=state.fields(failed=failed_open),
     )
     try:
         header = msgspec.msgpack.encode(saved)

@@ -112,6 +112,20 @@ def dispatch_field(rec: ChunkRecord, name: str) -> str | None:
     return getattr(d if d is not None else rec, name)  # type: ignore[no-any-return]
 
 
+class FoldFields(msgspec.Struct, array_like=True):
+    """A :class:`LedgerState` besides its dispatched chunks, as a checkpoint saves it and a reader process sends it."""
+
+    orphans: dict[str, ChunkRecord]
+    planned: list[str]
+    sessions: list[str]
+    failed: dict[str, Completed]
+    durations: bytes
+    error_types: dict[str, int]
+    spanless_orphans: list[str]
+    synthetic: int
+    token: str
+
+
 class NotMergeable(Exception):
     """A later part holds a completion without span id whose dispatch is in an earlier part."""
 
@@ -246,12 +260,31 @@ class LedgerState:
         """Chunks a run intends to dispatch (``run_planned``, ``expect``)."""
         self.planned.update(dict.fromkeys(chunk_ids))
 
-    def synthetic_counter(self) -> tuple[int, str]:
-        """What makes synthetic span ids unique: saved with a checkpoint."""
-        return self._synthetic, self._token
+    def fields(self, failed: dict[str, Completed] | None = None) -> FoldFields:
+        """Everything but the dispatched chunks, to save or send; ``failed`` replaces :attr:`failed` if given."""
+        return FoldFields(
+            orphans=self.orphans,
+            planned=list(self.planned),
+            sessions=list(self.sessions),
+            failed=self.failed if failed is None else failed,
+            durations=self.durations.tobytes(),
+            error_types=self.error_types,
+            spanless_orphans=sorted(self.spanless_orphans),
+            synthetic=self._synthetic,
+            token=self._token,
+        )
 
-    def restore_synthetic(self, counter: int, token: str) -> None:
-        self._synthetic, self._token = counter, token
+    def restore_fields(self, fields: FoldFields) -> None:
+        """Take back what :meth:`fields` gave (the chunks come through :meth:`restore_chunks`)."""
+        self.orphans = fields.orphans
+        self.planned = dict.fromkeys(fields.planned)
+        self.sessions = dict.fromkeys(fields.sessions)
+        self.failed = fields.failed
+        self.durations = array.array("d")
+        self.durations.frombytes(fields.durations)
+        self.error_types = fields.error_types
+        self.spanless_orphans = set(fields.spanless_orphans)
+        self._synthetic, self._token = fields.synthetic, fields.token
 
     def _synthetic_span(self) -> str:
         self._synthetic += 1
