@@ -52,6 +52,8 @@ def test_a_file_that_is_not_a_journal_is_an_error(command: tuple[str, ...], tmp_
     assert result.stdout == ""
     assert result.stderr.strip().endswith(f"{calls}: not a journal (no line is a journal event)")
     assert len(result.stderr.splitlines()) == 1
+    # A mistyped path leaves nothing beside the file it names.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calls.jsonl"]
 
 
 def test_an_empty_journal_or_one_without_dispatch_says_so_and_fails_exit_code(tmp_path: Path) -> None:
@@ -69,7 +71,7 @@ def test_an_empty_journal_or_one_without_dispatch_says_so_and_fails_exit_code(tm
     assert_clean_exit(run("pending", done, "--exit-code"), 0)
 
 
-def test_a_directory_skips_files_that_are_not_journals_with_one_line_each(tmp_path: Path) -> None:
+def test_a_directory_skips_files_that_are_not_journals_with_one_line_each(tmp_path: Path, both_reads: str) -> None:
     """Item 7: the demo's calls.jsonl beside the journal is skipped, not read as a broken journal."""
     write_journal(tmp_path / "journal.jsonl", [dispatched("a"), dispatched("b"), completed("b")])
     (tmp_path / "calls.jsonl").write_text("".join(json.dumps({"call": i}) + "\n" for i in range(44)))
@@ -81,6 +83,9 @@ def test_a_directory_skips_files_that_are_not_journals_with_one_line_each(tmp_pa
         f"{tmp_path / 'calls.jsonl'}: skipped, not a journal (no line is a journal event)",
         "1 pending: 1 unfinished (2 chunks)",
     ]
+    # The journal's fold is kept for the next read; the file that is not a journal gets no checkpoint.
+    kept = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".spanjournal-checkpoint"))
+    assert kept == ([".journal.jsonl.spanjournal-checkpoint"] if both_reads == "checkpoints" else [])
 
 
 def test_ids_with_control_characters_are_printed_escaped(tmp_path: Path) -> None:

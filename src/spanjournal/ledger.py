@@ -511,7 +511,9 @@ def fold_file(
         complete = scan.complete_stats
         end = (scan.offset, scan.lines, scan.identity, scan.size, scan.tail)
     end_offset, end_lines, identity, size, tail = end
-    use_checkpoints = checkpoint and not keep_attempts and session is None
+    # A file whose lines hold no journal event gets no checkpoint: it is refused or skipped as not
+    # a journal, and a mistyped path must not leave a file beside whatever it names.
+    use_checkpoints = checkpoint and not keep_attempts and session is None and complete.events > complete.unknown_events
     if use_checkpoints and checkpoints.worth_saving(restored is not None, start, end_offset):
         checkpoints.save(path, identity, state, complete, end_offset, end_lines, index)
     folded = FileFold(
