@@ -126,6 +126,13 @@ _DONE_C = [
     ops=[("append", _DONE_C), ("append", [_DONE_C[0], encode(Completed(chunk_id="a", span_id="a0", success=False))])],
     save_every_read=False,
 )
+@example(  # a failed completion read before its dispatch, kept apart with the done chunks: once lost
+    ops=[
+        ("append", [encode(Dispatched(chunk_id="a", span_id="a0", **DEAD)), encode(Completed(chunk_id="a", span_id="a1", success=False))]),  # type: ignore[arg-type]  # noqa: E501
+        ("append", [encode(Dispatched(chunk_id="a", span_id="a1", **DEAD))]),  # type: ignore[arg-type]
+    ],
+    save_every_read=False,
+)
 def test_with_and_without_checkpoints_every_command_gives_the_same_answer_and_warnings(
     tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, object]], save_every_read: bool
 ) -> None:

@@ -301,9 +301,10 @@ def save(
     done = {c: r for c, r in chunks.items() if r.done}
     hashes = array.array("I", sorted(map(chunk_hash, done)))
     try:
-        latest = {r.span for r in open_chunks.values()} | {r.failure_span for r in state.orphans.values()}
-        failed_open = {span: c for span, c in state.failed.items() if span in latest}
-        failed_rest = {span: c for span, c in state.failed.items() if span not in latest}
+        # Failures of chunks not done stay at hand: a later dispatch may take up a failed span id
+        # (a completion read before its dispatch). A done chunk stays done whatever comes.
+        failed_open = {span: c for span, c in state.failed.items() if c.chunk_id not in done}
+        failed_rest = {span: c for span, c in state.failed.items() if c.chunk_id in done}
         done_blob = msgspec.msgpack.encode(_Done(list(chunks), done, failed_rest))
         summary_blob = msgspec.msgpack.encode(summarize_done(done.items()))
     except (TypeError, OverflowError, ValueError):
