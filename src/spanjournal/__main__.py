@@ -1,7 +1,5 @@
 """``python -m spanjournal``: the ``spanjournal`` command."""
 
-import sys
+from spanjournal.cli import console_main
 
-from spanjournal.cli import main
-
-sys.exit(main())
+console_main()

@@ -240,8 +240,7 @@ def _build_exporter(choice: ExporterChoice, headers: Mapping[str, str] | None) -
     found = list(entry_points(group="opentelemetry_traces_exporter", name=choice.name))
     if not found:
         raise ValueError(
-            f"unknown span exporter {choice.name!r}: use otlp, console or none, "
-            "or install a package that provides it"
+            f"unknown span exporter {choice.name!r}: use otlp, console or none, or install a package that provides it"
         )
     return cast(SpanExporter, found[0].load()())
 

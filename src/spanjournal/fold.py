@@ -35,6 +35,7 @@ from __future__ import annotations
 import array
 import bisect
 import itertools
+import operator
 import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -47,6 +48,8 @@ from spanjournal._schema import Completed, Dispatched
 #: A line of a journal: ``file number << LINE_BITS | line number`` (line numbers count from 1; 0: none).
 LineRef = int
 LINE_BITS = 40
+
+_DONE = operator.attrgetter("done")
 
 #: What ``failures_by_error_type`` counts a failure without ``error_type`` as.
 NO_ERROR_TYPE = "(none)"
@@ -98,12 +101,28 @@ class ChunkRecord(msgspec.Struct, array_like=True, gc=False):
     history: list[Any] | None = None
 
 
-def _keep_dispatch_fields(rec: ChunkRecord, d: Dispatched) -> None:
-    """Keep what is asked of a done chunk's latest dispatch without keeping the dispatch."""
-    rec.batch = d.batch
-    rec.agent = d.agent
-    if not rec.output_from_success:
-        rec.cwd = d.cwd
+#: Distinct values of ``batch``, ``agent`` and ``cwd`` a fold shares between its chunks (beyond: kept as read).
+SHARED_VALUES = 1 << 16
+
+
+def _keep_dispatch_fields(rec: ChunkRecord, d: Dispatched, shared: dict[str | None, str | None]) -> None:
+    """Keep what is asked of a done chunk's latest dispatch without keeping the dispatch.
+
+    The values come from ``shared`` when one is equal: every done chunk of a
+    batch then holds the same string, not one of its own (fewer objects kept
+    makes the whole fold faster, not only smaller).
+    """
+    if len(shared) < SHARED_VALUES:
+        share = shared.setdefault
+        rec.batch = share(d.batch, d.batch)
+        rec.agent = share(d.agent, d.agent)
+        if not rec.output_from_success:
+            rec.cwd = share(d.cwd, d.cwd)
+    else:
+        rec.batch = d.batch
+        rec.agent = d.agent
+        if not rec.output_from_success:
+            rec.cwd = d.cwd
 
 
 def dispatch_field(rec: ChunkRecord, name: str) -> str | None:
@@ -159,6 +178,8 @@ class LedgerState:
         self.spanless_orphans: set[str] = set()
         self._synthetic = 0
         self._token = os.urandom(4).hex()
+        #: Values shared between chunk records (see :func:`_keep_dispatch_fields`).
+        self._shared: dict[str | None, str | None] = {}
 
     # -- folding ------------------------------------------------------------
 
@@ -175,6 +196,7 @@ class LedgerState:
         durations, error_types, session = self.durations, self.error_types, self.session
         keep = self.keep_attempts
         add_duration = durations.append
+        shared = self._shared
         for e, line in zip(events, lines):
             if session is not None and e.session_id != session:
                 continue
@@ -204,7 +226,7 @@ class LedgerState:
                 if e.output_file and not rec.output_from_success:
                     rec.output_file = e.output_file
                 if rec.done:
-                    _keep_dispatch_fields(rec, e)
+                    _keep_dispatch_fields(rec, e, shared)
                 else:
                     rec.dispatch = e
                 if keep:
@@ -237,11 +259,12 @@ class LedgerState:
                 if e.success:
                     if not rec.done:
                         rec.done = True
-                        rec.success_span = span
+                        # the common case, the latest attempt's success: one string for both spans
+                        rec.success_span = rec.span if span == rec.span else span
                         rec.success_line = line
                         d = rec.dispatch
                         if d is not None:
-                            _keep_dispatch_fields(rec, d)
+                            _keep_dispatch_fields(rec, d, shared)
                             rec.dispatch = None
                         if e.output_file:
                             rec.output_file = e.output_file
@@ -314,13 +337,13 @@ class LedgerState:
                     chunks[cid] = _moved(theirs, shift)
                     continue
                 chunks[cid] = ours
-            _combine(ours, theirs, shift)
+            _combine(ours, theirs, shift, self._shared)
         for cid, theirs in other.orphans.items():
             ours = chunks.get(cid) or orphans.get(cid)
             if ours is None:
                 orphans[cid] = _moved(theirs, shift)
             else:
-                _combine(ours, theirs, shift)
+                _combine(ours, theirs, shift, self._shared)
         self.planned.update(other.planned)
         self.sessions.update(other.sessions)
         self.failed.update(other.failed)
@@ -375,14 +398,15 @@ class LedgerState:
         yield from self._chunks.items()
         yield from self.orphans.items()
 
-    def not_done(self) -> Iterator[tuple[str, ChunkRecord]]:
+    def not_done(self) -> list[tuple[str, ChunkRecord]]:
         """Dispatched chunks without a success, in order (reads no done chunk)."""
-        return ((c, r) for c, r in self._chunks.items() if not r.done)
+        return [(c, r) for c, r in self._chunks.items() if not r.done]
 
     def done_count(self) -> int:
         """Chunks with a success."""
         lazy = self._lazy.count if self._lazy is not None else 0
-        return lazy + sum(1 for r in self._chunks.values() if r.done) + sum(1 for r in self.orphans.values() if r.done)
+        done: int = sum(map(_DONE, self._chunks.values())) + sum(map(_DONE, self.orphans.values()))
+        return lazy + done
 
     def has_chunks(self) -> bool:
         return bool(self._chunks or self.orphans or (self._lazy is not None and self._lazy.count))
@@ -510,7 +534,7 @@ def _moved(rec: ChunkRecord, shift: int) -> ChunkRecord:
     return out
 
 
-def _combine(ours: ChunkRecord, theirs: ChunkRecord, shift: int) -> None:
+def _combine(ours: ChunkRecord, theirs: ChunkRecord, shift: int, shared: dict[str | None, str | None]) -> None:
     """Fold a later part's record of a chunk into this part's."""
     if theirs.attempts:
         ours.attempts += theirs.attempts
@@ -530,7 +554,7 @@ def _combine(ours: ChunkRecord, theirs: ChunkRecord, shift: int) -> None:
         ours.success_span = theirs.success_span
         ours.success_line = theirs.success_line + shift if theirs.success_line else 0
     if ours.done and ours.dispatch is not None:
-        _keep_dispatch_fields(ours, ours.dispatch)
+        _keep_dispatch_fields(ours, ours.dispatch, shared)
         ours.dispatch = None
     ours.tokens += theirs.tokens
     if ours.history is not None and theirs.history is not None:

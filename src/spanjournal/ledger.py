@@ -251,7 +251,9 @@ class Ledger:
         if self.fold.is_failed(rec):
             return ChunkState.FAILED
         d = rec.dispatch
-        key = (d.host, d.pid, d.proc_start) if d is not None else (None, None, None)
+        if d is None:
+            return ChunkState.UNFINISHED  # no process known (is_alive(None, None, None) is False)
+        key = (d.host, d.pid, d.proc_start)
         alive = self._alive.get(key)
         if alive is None:
             alive = self._alive[key] = is_alive(*key)

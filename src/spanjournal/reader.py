@@ -358,9 +358,7 @@ def _block_lines(buf: bytearray, start: int, end: int) -> tuple[int, bool]:
     starts with ``{``.)
     """
     lines = buf.count(b"\n", start, end)
-    whole = (
-        buf[start] == 0x7B and buf[end - 2] == 0x7D and (lines == 1 or buf.count(b"}\n{", start, end) == lines - 1)
-    )
+    whole = buf[start] == 0x7B and buf[end - 2] == 0x7D and (lines == 1 or buf.count(b"}\n{", start, end) == lines - 1)
     return lines, whole
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
 
+from spanjournal.cli import hold_until_exit
 from spanjournal.cli._command import EXIT_OK, EXIT_PENDING, add_command, add_read_options, read_journals
 from spanjournal.cli._output import escape_id, plural, read_summary
 from spanjournal.ledger import PENDING_STATES, Chunk, ChunkState, Ledger
@@ -99,9 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="print a JSON array of objects: chunk_id, state, attempts, last_error, error_type, "
         "output_file, last_ts, trace_id, agent",
     )
-    parser.add_argument(
-        "--describe", action="store_true", help="print each chunk id, a tab, and its task description"
-    )
+    parser.add_argument("--describe", action="store_true", help="print each chunk id, a tab, and its task description")
     parser.add_argument(
         "--exit-code", action="store_true", help="exit 1 when anything is pending (or nothing was ever dispatched)"
     )
@@ -118,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         jobs=args.jobs,
     )
     ledger = read.ledger
+    hold_until_exit(ledger)
     ids, counts = select(ledger, wanted)
     if args.json:
         write_json(ledger, ids, sys.stdout)
@@ -130,9 +130,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n".join(escaped) + "\n")
         quoted = sum(1 for a, b in zip(ids, escaped) if a is not b)
         if quoted:
-            sys.stderr.write(
-                f"warning: {plural(quoted, 'chunk id')} with control characters printed JSON-quoted\n"
-            )
+            sys.stderr.write(f"warning: {plural(quoted, 'chunk id')} with control characters printed JSON-quoted\n")
     sys.stderr.write(summary(ids, counts, wanted, read.ledger) + "\n")
     nothing_run = not ledger.fold.has_chunks()
     if nothing_run:

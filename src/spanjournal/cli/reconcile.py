@@ -27,6 +27,7 @@ import msgspec
 
 from spanjournal._process import HOST
 from spanjournal._schema import Completed
+from spanjournal.cli import hold_until_exit
 from spanjournal.cli._command import EXIT_OK, CliError, add_command, add_read_options, read_journals
 from spanjournal.cli._output import plural, text_table
 from spanjournal.journal import Journal, JournalWriteError
@@ -157,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--root {args.root}: not a directory")
     validation = resolve_validation(args.validate)
     read = read_journals([str(journal)], checkpoint=not args.no_checkpoint, jobs=args.jobs)
+    if not args.apply and (args.validate == "auto" or args.validate in BUILTIN_VALIDATORS):
+        hold_until_exit(read.ledger)  # nothing but stdout and stderr written, no code of the user's run
     decisions = decide(read.ledger, root, validation, journal_folder=journal.parent)
     valid = [d for d in decisions if d.verdict is Verdict.VALID]
     if args.apply and valid:
