@@ -254,6 +254,25 @@ def test_skip_done_can_be_switched_off(hook_env: Path) -> None:
     assert [e["session_id"] for e in events(hook_env) if e["event"] == "subagent_dispatched"] == ["s1", "s2", "s3"]
 
 
+def test_skip_done_reads_from_a_checkpoint_and_never_trusts_a_stale_one(hook_env: Path) -> None:
+    from spanjournal.checkpoint import locations
+
+    assert hook(pre("s1", 1)).returncode == 0
+    assert hook(post("s1", 1)).returncode == 0
+    assert hook(pre("s1", 2)).stdout == ""  # a new sub-agent: the journal is read, its checkpoint saved
+    saved = locations(hook_env)[0]
+    assert saved.is_file()
+    assert "deny" in hook(pre("s2", 1)).stdout  # done, read from the checkpoint and the tail
+    # The journal replaced by one in which sub-agent 1 never completed: the checkpoint no longer applies.
+    lines = hook_env.read_bytes().splitlines(keepends=True)
+    replacement = hook_env.with_name("replacement.jsonl")
+    replacement.write_bytes(b"".join(line for line in lines if b"subagent_completed" not in line))
+    os.replace(replacement, hook_env)
+    assert saved.is_file()
+    r = hook(pre("s3", 1))
+    assert (r.returncode, r.stdout) == (0, "")
+
+
 def test_a_done_chunk_whose_answer_file_is_gone_runs_again(hook_env: Path) -> None:
     assert hook(pre("s1", 1)).returncode == 0
     assert hook(post("s1", 1)).returncode == 0

@@ -23,7 +23,6 @@ folder is not writable, in the user's cache directory
 
 from __future__ import annotations
 
-import array
 import contextlib
 import hashlib
 import os
@@ -43,7 +42,7 @@ from spanjournal.fold import (
     FoldFields,
     LazyDone,
     LedgerState,
-    chunk_hash,
+    chunk_hashes,
     summarize_done,
 )
 from spanjournal.reader import JournalReadError, ReadIssue, ReadStats
@@ -299,7 +298,7 @@ def save(
     chunks = state.chunks
     open_chunks = {c: r for c, r in chunks.items() if not r.done}
     done = {c: r for c, r in chunks.items() if r.done}
-    hashes = array.array("I", sorted(map(chunk_hash, done)))
+    hashes = chunk_hashes(done)
     try:
         # Failures of chunks not done stay at hand: a later dispatch may take up a failed span id
         # (a completion read before its dispatch). A done chunk stays done whatever comes.

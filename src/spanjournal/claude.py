@@ -330,6 +330,9 @@ def done_answer(journal: str | os.PathLike[str], chunk_id: str) -> Path | None:
     """The answer file of ``chunk_id`` if the journal says it is done and the file is there.
 
     A journal that does not exist yet, or cannot be read, has nothing done.
+    The journal is read from its checkpoint (saved beside it, as every command
+    does), so each call folds only what was appended since: the hook asks this
+    before every sub-agent of a session.
     """
     from spanjournal.ledger import ChunkState, read_ledger
     from spanjournal.reader import JournalReadError
@@ -337,11 +340,12 @@ def done_answer(journal: str | os.PathLike[str], chunk_id: str) -> Path | None:
     if not os.path.exists(journal):
         return None
     try:
-        if read_ledger(journal, keep_attempts=False).state(chunk_id) is not ChunkState.DONE:
-            return None
-        output = read_ledger(journal, keep_attempts=False)[chunk_id].output_file
+        chunk = read_ledger(journal, keep_attempts=False, checkpoint=True)[chunk_id]
     except (KeyError, JournalReadError):
         return None
+    if chunk.state is not ChunkState.DONE:
+        return None
+    output = chunk.output_file
     if not output:
         return None
     path = Path(output)

@@ -444,8 +444,15 @@ def chunk_hash(chunk_id: str) -> int:
     return zlib.crc32(chunk_id.encode("utf-8", "surrogatepass"))
 
 
+def chunk_hashes(chunk_ids: Iterable[str]) -> array.array[int]:
+    """The sorted :func:`chunk_hash` of each of ``chunk_ids``, as ``array('I')``."""
+    crc32 = zlib.crc32
+    return array.array("I", sorted([crc32(c.encode("utf-8", "surrogatepass")) for c in chunk_ids]))
+
+
 #: The dispatch fields whose groups a checkpoint keeps totals of for done chunks (``stats --group-by``).
 SUMMARY_FIELDS = ("batch", "agent")
+_SUMMARY_VALUES = operator.attrgetter(*SUMMARY_FIELDS)
 
 
 class DoneSummary(msgspec.Struct, array_like=True, gc=False):
@@ -459,21 +466,48 @@ class DoneSummary(msgspec.Struct, array_like=True, gc=False):
 
 
 def summarize_done(records: Iterable[tuple[str, ChunkRecord]]) -> DoneSummary:
-    by_field: dict[str, dict[str, list[int]]] = {f: {} for f in SUMMARY_FIELDS}
+    """The :class:`DoneSummary` of done chunks' records (a checkpoint saves it beside them).
+
+    One pass: totals by the combination of :data:`SUMMARY_FIELDS` values
+    (few), summed per field at the end.
+    """
+    by_values: dict[tuple[str | None, ...], list[int]] = {}
     outputs: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+    values_of = _SUMMARY_VALUES
     for cid, rec in records:
-        for f, groups in by_field.items():
-            totals = groups.setdefault(dispatch_field(rec, f) or "", [0, 0, 0, 0, 0])
-            totals[0] += 1
-            totals[1] += rec.tokens
-            totals[2] += rec.attempts
-            totals[3] += rec.attempts > 0
-            totals[4] += rec.attempts > 1
-        if rec.output_file:
-            head, sep, name = rec.output_file.rpartition("/")
-            names, ids = outputs.setdefault((dispatch_field(rec, "cwd") or "", head + sep), ([], []))
-            names.append(name)
-            ids.append(cid)
+        d = rec.dispatch  # None for a done chunk: its dispatch fields are on the record (dispatch_field)
+        source = rec if d is None else d
+        key = values_of(source)
+        totals = by_values.get(key)
+        if totals is None:
+            totals = by_values[key] = [0, 0, 0, 0, 0]
+        attempts = rec.attempts
+        totals[0] += 1
+        totals[1] += rec.tokens
+        totals[2] += attempts
+        if attempts:
+            totals[3] += 1
+            if attempts > 1:
+                totals[4] += 1
+        output_file = rec.output_file
+        if output_file:
+            head, sep, name = output_file.rpartition("/")
+            where = (source.cwd or "", head + sep)
+            files = outputs.get(where)
+            if files is None:
+                files = outputs[where] = ([], [])
+            files[0].append(name)
+            files[1].append(cid)
+    by_field: dict[str, dict[str, list[int]]] = {f: {} for f in SUMMARY_FIELDS}
+    for values, totals in by_values.items():
+        for f, value in zip(SUMMARY_FIELDS, values):
+            groups = by_field[f]
+            group = groups.get(value or "")
+            if group is None:
+                groups[value or ""] = list(totals)
+            else:
+                for i, n in enumerate(totals):
+                    group[i] += n
     return DoneSummary(by_field, [(cwd, prefix, names, ids) for (cwd, prefix), (names, ids) in outputs.items()])
 
 

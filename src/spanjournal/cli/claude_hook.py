@@ -343,10 +343,14 @@ def _export_span(call: SubagentCall, completion: Completed, journal: Path, timeo
     from spanjournal.export import JournalSpan, Outcome, build_span, iso_to_ns, make_exporter
     from spanjournal.ledger import read_ledger
 
-    dispatch = None
-    for attempt in read_ledger(journal)[call.chunk_id].attempts:
-        if attempt.dispatch is not None and attempt.dispatch.span_id == call.span_id:
-            dispatch = attempt.dispatch
+    # The chunk's latest dispatch is this call's, unless another session dispatched it since:
+    # then its attempts are read (the whole journal, no checkpoint).
+    dispatch = read_ledger(journal, keep_attempts=False, checkpoint=True)[call.chunk_id].dispatch
+    if dispatch is None or dispatch.span_id != call.span_id:
+        dispatch = None
+        for attempt in read_ledger(journal)[call.chunk_id].attempts:
+            if attempt.dispatch is not None and attempt.dispatch.span_id == call.span_id:
+                dispatch = attempt.dispatch
     if dispatch is None:
         return False
     end_ns = iso_to_ns(completion.ts)
