@@ -237,7 +237,7 @@ def _merge(
     try:
         for i, part in enumerate(parts):
             if i:
-                state.merge(_state_of(part, session), line_offset=before)
+                state.merge(_state_of(part, session), line_offset=before, take=True)
             stats = ReadStats(
                 events=part.events,
                 lines=part.lines,
@@ -250,7 +250,7 @@ def _merge(
             complete.add(stats)
             index.extend((lines + before, offset) for lines, offset in part.index)
             before += part.lines
-        state.merge(last.state, line_offset=before)
+        state.merge(last.state, line_offset=before, take=True)
     except NotMergeable:
         return None
     scan = last.scan

@@ -315,19 +315,21 @@ class LedgerState:
 
     # -- merging ------------------------------------------------------------
 
-    def merge(self, other: LedgerState, *, file_offset: int = 0, line_offset: int = 0) -> None:
+    def merge(self, other: LedgerState, *, file_offset: int = 0, line_offset: int = 0, take: bool = False) -> None:
         """Fold ``other``, the state of what comes after this one in file order, into this one.
 
-        ``other`` is left as it was (its records are copied). Its line
-        references move up by ``file_offset`` files and ``line_offset`` lines
-        (``other`` folded a later part of the same file, numbering its lines
-        from 1). Raises
+        ``other`` is left as it was (its records are copied), unless ``take``:
+        then its records become this state's, and ``other`` is not to be used
+        again. Its line references move up by ``file_offset`` files and
+        ``line_offset`` lines (``other`` folded a later part of the same file,
+        numbering its lines from 1). Raises
         :class:`NotMergeable` when ``other`` holds a completion without span
         id that would have paired with a dispatch of this state.
         """
         if other.spanless_orphans and any(c in self.chunks for c in other.spanless_orphans):
             raise NotMergeable(", ".join(sorted(other.spanless_orphans)))
         shift = (file_offset << LINE_BITS) + line_offset
+        _moved = _shifted if take else _copied
         chunks, orphans = self.chunks, self.orphans
         for cid, theirs in other.chunks.items():
             ours = chunks.get(cid)
@@ -555,17 +557,22 @@ class LazyDone:
         return out, failures
 
 
-def _moved(rec: ChunkRecord, shift: int) -> ChunkRecord:
+def _copied(rec: ChunkRecord, shift: int) -> ChunkRecord:
     """A copy of ``rec`` with its line references moved up by ``shift``."""
     out = msgspec.structs.replace(rec)
-    if shift:
-        if out.dispatch_line:
-            out.dispatch_line += shift
-        if out.success_line:
-            out.success_line += shift
     if out.history is not None:
         out.history = list(out.history)
-    return out
+    return _shifted(out, shift)
+
+
+def _shifted(rec: ChunkRecord, shift: int) -> ChunkRecord:
+    """``rec`` itself, its line references moved up by ``shift``."""
+    if shift:
+        if rec.dispatch_line:
+            rec.dispatch_line += shift
+        if rec.success_line:
+            rec.success_line += shift
+    return rec
 
 
 def _combine(ours: ChunkRecord, theirs: ChunkRecord, shift: int, shared: dict[str | None, str | None]) -> None:
