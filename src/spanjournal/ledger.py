@@ -290,6 +290,7 @@ class Ledger:
                     wanted.append(rec.success_line)
             recs.append(rec)
         lines = self._read_again(wanted)
+        known = self._not_done or {}  # states worked out already (pending, counts)
         out = []
         for cid, rec in zip(chunk_ids, recs):
             if rec is None:
@@ -312,7 +313,7 @@ class Ledger:
             out.append(
                 Chunk(
                     chunk_id=cid,
-                    state=self._state_of(rec),
+                    state=known.get(cid) or self._state_of(rec),
                     attempt_count=rec.attempts,
                     dispatch=dispatch,
                     completion=completion,
