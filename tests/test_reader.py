@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from spanjournal import Completed, Dispatched, Journal, JournalReadError, read_ledger
 from spanjournal import reader as reader_module
 from spanjournal._schema import encode
-from spanjournal.reader import ReadStats, _block_lines, resolve_paths, scan
+from spanjournal.reader import ReadStats, resolve_paths, scan
 
 
 def dispatched(chunk: str, span: str = "") -> bytes:
@@ -215,15 +215,21 @@ def test_a_journal_cut_at_any_byte_reads_its_complete_events(
 LINE_SHAPES = [b"{}", b'{"a":1}', b"", b" {}", b"{} ", b"{}{}", b"x", b"{", b"}", b"{\r}"]
 
 
-@given(st.lists(st.sampled_from(LINE_SHAPES), min_size=1, max_size=8))
-def test_the_block_check_says_whether_each_line_is_one_object(lines: list[bytes]) -> None:
-    """``_block_lines`` counts the lines and tells when each starts with ``{`` and ends with ``}``."""
-    buf = bytearray(b"pad\n" + b"".join(line + b"\n" for line in lines))
-    expected = (len(lines), all(line.startswith(b"{") and line.endswith(b"}") for line in lines))
-    assert _block_lines(buf, 4, len(buf)) == expected
+EVENT_LINES = [
+    dispatched("a").rstrip(b"\n"),
+    completed("a").rstrip(b"\n"),
+    completed("b", success=False).rstrip(b"\n") + b"\r",
+    b'{"v":1,"event":"subagent_retried","chunk_id":"a"}',  # an event this reader does not know
+    dispatched("c").rstrip(b"\n") + dispatched("d").rstrip(b"\n"),  # two events on one line
+]
 
 
-@given(st.lists(st.sampled_from([*LINE_SHAPES, b'{"event":"x"}{"event":"y"}', b'{"a":[', b'{"b":1}]}']), max_size=12))
+@given(
+    st.lists(
+        st.sampled_from([*LINE_SHAPES, *EVENT_LINES, b'{"event":"x"}{"event":"y"}', b'{"a":[', b'{"b":1}]}']),
+        max_size=12,
+    )
+)
 def test_line_numbers_and_reports_do_not_depend_on_how_lines_are_grouped(lines: list[bytes]) -> None:
     """A block read whole and the same lines read one by one give the same events and reports."""
     from spanjournal.reader import _decode_block, _decode_lines_one_by_one
@@ -232,7 +238,7 @@ def test_line_numbers_and_reports_do_not_depend_on_how_lines_are_grouped(lines: 
     if not block:
         return
     fast, slow = ReadStats(), ReadStats()
-    n, whole = _block_lines(bytearray(block), 0, len(block))
-    got = _decode_block(memoryview(block), n, whole, 0, "j", fast)
-    expected = _decode_lines_one_by_one(block, 0, "j", slow)
-    assert (list(got[1]), fast.issues, fast.events) == (list(expected[1]), slow.issues, slow.events)
+    n, events, numbers = _decode_block(block, 0, "j", fast)
+    expected, expected_numbers = _decode_lines_one_by_one(block, 0, "j", slow)
+    assert n == len(lines)
+    assert (events, list(numbers), fast.issues, fast.events) == (expected, expected_numbers, slow.issues, slow.events)
