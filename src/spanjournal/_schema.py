@@ -100,42 +100,6 @@ class UnknownEvent(msgspec.Struct, kw_only=True):
     event: str
 
 
-class _StateView(msgspec.Struct, tag_field="event", kw_only=True, gc=False):
-    span_id: str | None = None
-
-
-class DispatchedState(_StateView, tag=DISPATCHED):
-    """The fields of a dispatch that decide a chunk's state (fast reads).
-
-    Every other :class:`Dispatched` field reads as ``None``.
-    """
-
-    kind: ClassVar[int] = 1
-    chunk_id: str
-    host: str | None = None
-    pid: int | None = None
-    proc_start: int | None = None
-
-
-class CompletedState(_StateView, tag=COMPLETED):
-    """The fields of a completion that decide a chunk's state (fast reads).
-
-    Every other :class:`Completed` field reads as ``None``.
-    """
-
-    kind: ClassVar[int] = 2
-    chunk_id: str
-    success: bool
-
-
-for _view, _full in ((DispatchedState, Dispatched), (CompletedState, Completed)):
-    for _name in _full.__struct_fields__:
-        if _name not in _view.__struct_fields__:
-            setattr(_view, _name, None)
-
-StateEvent = DispatchedState | CompletedState | RunPlanned
-
-
 Event = Dispatched | Completed | RunPlanned
 KNOWN_EVENTS = frozenset({DISPATCHED, COMPLETED, RUN_PLANNED})
 
@@ -175,20 +139,6 @@ def decode_line(line: bytes) -> Event | UnknownEvent:
     """
     try:
         return _event_decoder.decode(line)
-    except msgspec.ValidationError:
-        probe = _probe_decoder.decode(line)
-        if probe.event and probe.event not in KNOWN_EVENTS:
-            return UnknownEvent(event=probe.event)
-        raise
-
-
-_state_decoder: msgspec.json.Decoder[StateEvent] = msgspec.json.Decoder(StateEvent)
-
-
-def decode_state_line(line: bytes) -> StateEvent | UnknownEvent:
-    """Like :func:`decode_line`, into the state-only views."""
-    try:
-        return _state_decoder.decode(line)
     except msgspec.ValidationError:
         probe = _probe_decoder.decode(line)
         if probe.event and probe.event not in KNOWN_EVENTS:

@@ -43,7 +43,7 @@ from typing import Any
 
 import msgspec
 
-from spanjournal._schema import Completed, Dispatched
+from spanjournal._schema import Completed, Dispatched, RunPlanned
 
 #: A line of a journal: ``file number << LINE_BITS | line number`` (line numbers count from 1; 0: none).
 LineRef = int
@@ -205,8 +205,8 @@ class LedgerState:
         for e, line in zip(events, lines):
             if session is not None and e.session_id != session:
                 continue
-            kind = e.kind
-            if kind == 1:  # a dispatch: a new attempt, the chunk's latest
+            cls = type(e)  # (cheaper than the structs' ``kind``)
+            if cls is Dispatched:  # a dispatch: a new attempt, the chunk's latest
                 cid = e.chunk_id
                 rec = chunks.get(cid)
                 if rec is None and self._lazy is not None and self._lazy.may_hold(cid):
@@ -238,7 +238,7 @@ class LedgerState:
                     rec.history.append(e)  # type: ignore[union-attr]
                 if e.session_id not in sessions:
                     sessions[e.session_id] = None
-            elif kind == 2:  # a completion: of its span's attempt, else of the chunk's latest
+            elif cls is Completed:  # a completion: of its span's attempt, else of the chunk's latest
                 cid = e.chunk_id
                 rec = chunks.get(cid)
                 if rec is None and self._lazy is not None and self._lazy.may_hold(cid):
@@ -281,7 +281,7 @@ class LedgerState:
                     error_types[error_type] = error_types.get(error_type, 0) + 1
                     if e.output_file and not rec.output_from_success:
                         rec.output_file = e.output_file
-            elif kind == 3:
+            elif cls is RunPlanned:
                 self.plan(e.chunk_ids)
 
     def plan(self, chunk_ids: Iterable[str]) -> None:
