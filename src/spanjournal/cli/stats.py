@@ -10,8 +10,10 @@ missing. A table on a terminal (``rich``), plain columns in a pipe, or
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import math
+import operator
 import os
 import re
 import sys
@@ -51,6 +53,8 @@ examples:
 
 GROUP_FIELDS = ("batch", "agent")
 MISSING_SHOWN = 10
+_STATES = tuple(ChunkState)
+_DIGITS = re.compile(r"(\d+)")
 
 
 class Totals(msgspec.Struct, kw_only=True):
@@ -164,10 +168,21 @@ def run(args: argparse.Namespace) -> int:
     group_of = grouper(args.group_by)
     read = read_journals(args.journals, checkpoint=not args.no_checkpoint, jobs=args.jobs)
     root = Path(args.root) if args.root is not None else (read.files[0].parent if read.files else Path("."))
-    result = compute(read.ledger, group_of, group_by=args.group_by, price=args.price_per_1k_tokens, root=root)
-    if args.json:
-        write_json(sys.stdout, result)
-    elif _isatty(sys.stdout):
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # the report makes no reference cycles: no collection need walk the ledger's many objects
+    try:
+        result, missing = _tally(
+            read.ledger, group_of, group_by=args.group_by, price=args.price_per_1k_tokens, root=root
+        )
+        if args.json:
+            # the rows printed straight from the missing files' lists, no struct made for each
+            write_json(sys.stdout, msgspec.structs.replace(result, missing_outputs=missing.json()))
+            return EXIT_OK
+        result.missing_outputs = missing.rows()
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    if _isatty(sys.stdout):
         render_rich(result, sys.stdout, limit=None if args.all_rows else MAX_TABLE_ROWS)
     else:
         sys.stdout.write(render_text(result))
@@ -221,15 +236,26 @@ def compute(
     Output files are looked for where :meth:`~spanjournal.ledger.Chunk.output_path`
     says, relative paths without a recorded ``cwd`` under ``root`` (None: not checked).
     """
+    result, missing = _tally(ledger, group_of, group_by=group_by, price=price, root=root)
+    result.missing_outputs = missing.rows()
+    return result
+
+
+def _tally(
+    ledger: Ledger,
+    group_of: Grouper,
+    *,
+    group_by: str = "batch",
+    price: float | None = None,
+    root: Path | None = None,
+) -> tuple[RunStats, MissingFiles]:
+    """:func:`compute`, its ``missing_outputs`` left empty and given apart, still by directory."""
     fold = ledger.fold
     not_done = ledger.not_done_states()
     states: dict[str, dict[ChunkState, int]] = {}
     tokens_by_group: dict[str, int] = {}
     attempts = dispatched = retried = 0
-    # missing output files, as parallel lists (chunk id, output file, path looked at), made structs once sorted
-    missing_ids: list[str] = []
-    missing_files: list[str] = []
-    missing_paths: list[str] = []
+    missing = MissingFiles()
     #: (cwd or "", directory prefix of the output files, their names, their chunk ids)
     directories: list[tuple[str, str, list[str], list[str]]] = []
     outputs = OutputFiles() if root is not None else None
@@ -243,7 +269,7 @@ def compute(
             name = group_of.label(value)
             counts = states.get(name)
             if counts is None:
-                counts = states[name] = dict.fromkeys(ChunkState, 0)
+                counts = states[name] = dict.fromkeys(_STATES, 0)
                 tokens_by_group[name] = 0
             counts[done] += n
             tokens_by_group[name] += tokens
@@ -262,7 +288,7 @@ def compute(
         name = (getattr(holder, field) or no_value) if field is not None else group_of(cid, rec)
         counts = states.get(name)
         if counts is None:
-            counts = states[name] = dict.fromkeys(ChunkState, 0)
+            counts = states[name] = dict.fromkeys(_STATES, 0)
             tokens_by_group[name] = 0
         tokens_by_group[name] += rec.tokens
         n = rec.attempts
@@ -289,32 +315,20 @@ def compute(
             probe = output_location(prefix + "x", cwd or None, root_dir) or ""
             full = probe[: len(probe) - 1]
             listing = outputs.listing(_directory_of(probe))
-            if listing is not None:
+            # a directory that cannot be listed holds none of them; one that holds none needs no look at each name
+            if listing is not None and not listing.isdisjoint(names):
                 absent = [name not in listing for name in names]
                 names = list(itertools.compress(names, absent))
                 ids = list(itertools.compress(ids, absent))
-            missing_ids += ids
-            missing_files += [prefix + name for name in names]
-            missing_paths += [full + name for name in names]
+            missing.add(prefix, full, names, ids)
     for cid, state in not_done.items():
         if state is ChunkState.NEVER_DISPATCHED:
             name = group_of(cid, None)
             counts = states.get(name)
             if counts is None:
-                counts = states[name] = dict.fromkeys(ChunkState, 0)
+                counts = states[name] = dict.fromkeys(_STATES, 0)
                 tokens_by_group[name] = 0
             counts[state] += 1
-    # by path, then chunk id: two stable sorts of the positions
-    order = sorted(range(len(missing_ids)), key=missing_ids.__getitem__)
-    order.sort(key=missing_paths.__getitem__)
-    missing = list(
-        map(
-            MissingOutput,
-            [missing_ids[i] for i in order],
-            [missing_files[i] for i in order],
-            [missing_paths[i] for i in order],
-        )
-    )
     groups = {name: _group_stats(name, counts, tokens_by_group[name]) for name, counts in states.items()}
     totals = Totals(attempts=attempts, dispatched=dispatched, retried=retried)
     for group in groups.values():
@@ -338,7 +352,7 @@ def compute(
         )
     failures = sorted(fold.error_types.items(), key=lambda kv: -kv[1])
     stats = ledger.stats
-    return RunStats(
+    result = RunStats(
         journals=Journals(
             files=list(stats.files), events=stats.events, torn_lines=stats.torn_tails, bad_lines=stats.bad_lines
         ),
@@ -349,8 +363,9 @@ def compute(
         cost=cost,
         duration_ms=percentiles(fold.durations),
         failures_by_error_type=dict(failures),
-        missing_outputs=missing,
+        missing_outputs=[],
     )
+    return result, missing
 
 
 class OutputFiles:
@@ -370,6 +385,106 @@ class OutputFiles:
                 names = None
             self._listings[directory] = names
             return names
+
+
+class MissingFiles:
+    """Done chunks whose output file is missing, kept by directory until they are printed.
+
+    They are listed by path, then chunk id. In one directory the paths share
+    their beginning, so its rows are put in order by file name alone; and when
+    the directories' rows do not interleave (no path of one falls between two
+    of another) the list is the directories' rows one after the other: no
+    path is sorted, and ``--json`` prints the rows straight from the lists
+    (:meth:`json`) without a struct for each.
+    """
+
+    def __init__(self) -> None:
+        #: (output file up to its name, the path looked at up to the name, names, chunk ids), in (name, id) order
+        self._directories: list[tuple[str, str, list[str], list[str]]] = []
+
+    def add(self, prefix: str, location: str, names: list[str], chunk_ids: list[str]) -> None:
+        """The files ``prefix + name`` missing at ``location + name``, of ``chunk_ids`` (one per name)."""
+        if not names:
+            return
+        if not _increasing(names):
+            order = sorted(range(len(chunk_ids)), key=chunk_ids.__getitem__)
+            order.sort(key=names.__getitem__)
+            names = [names[i] for i in order]
+            chunk_ids = [chunk_ids[i] for i in order]
+        self._directories.append((prefix, location, names, chunk_ids))
+
+    def __len__(self) -> int:
+        return sum(len(names) for _, _, names, _ in self._directories)
+
+    def rows(self) -> list[MissingOutput]:
+        """Every missing file, by path then chunk id."""
+        ordered = self._ordered()
+        if ordered is not None:
+            return list(itertools.chain.from_iterable(_rows(*d) for d in ordered))
+        rows = list(itertools.chain.from_iterable(_rows(*d) for d in self._directories))
+        rows.sort(key=operator.attrgetter("chunk_id"))
+        rows.sort(key=operator.attrgetter("path"))
+        return rows
+
+    def json(self) -> msgspec.Raw:
+        """:meth:`rows` as JSON, the same bytes as ``msgspec.json.encode(self.rows())``."""
+        ordered = self._ordered()
+        if ordered is None:
+            return msgspec.Raw(msgspec.json.encode(self.rows()))
+        if not ordered:
+            return msgspec.Raw(b"[]")
+        # each row: the separator from the row before, its chunk id, what comes between, its name, ..., its name
+        pieces: list[str] = []
+        for prefix, location, names, chunk_ids in ordered:
+            if _plain([prefix, location]) and _plain(names) and _plain(chunk_ids):
+                n = len(names)
+                rows = [_ROW_SEPARATOR] * (6 * n)
+                rows[1::6] = chunk_ids
+                rows[2::6] = ['","output_file":"' + prefix] * n
+                rows[3::6] = names
+                rows[4::6] = ['","path":"' + location] * n
+                rows[5::6] = names
+                if pieces:
+                    pieces += rows
+                else:
+                    pieces = rows
+            else:  # some character needs escaping: msgspec writes these rows
+                encoded = msgspec.json.encode(_rows(prefix, location, names, chunk_ids)).decode()
+                pieces += (_ROW_SEPARATOR, encoded[len(_ROWS_OPEN) : -len(_ROWS_CLOSE)])
+        pieces[0] = _ROWS_OPEN
+        pieces.append(_ROWS_CLOSE)
+        return msgspec.Raw("".join(pieces))
+
+    def _ordered(self) -> list[tuple[str, str, list[str], list[str]]] | None:
+        """The directories in the order of their rows, or None when their rows interleave."""
+        ordered = sorted(self._directories, key=lambda d: d[1] + d[2][0])
+        for (_, before, names_before, _), (_, after, names_after, _) in itertools.pairwise(ordered):
+            if not before + names_before[-1] < after + names_after[0]:
+                return None
+        return ordered
+
+
+#: The JSON of MissingOutput rows: what opens the list and its first row, comes between two rows, closes both.
+_ROWS_OPEN = '[{"chunk_id":"'
+_ROW_SEPARATOR = '"},{"chunk_id":"'
+_ROWS_CLOSE = '"}]'
+
+
+def _rows(prefix: str, location: str, names: list[str], chunk_ids: list[str]) -> list[MissingOutput]:
+    return list(map(MissingOutput, chunk_ids, [prefix + n for n in names], [location + n for n in names]))
+
+
+def _increasing(names: list[str]) -> bool:
+    """Whether each of ``names`` sorts strictly after the one before."""
+    return all(map(operator.lt, names, itertools.islice(names, 1, None)))
+
+
+def _plain(texts: list[str]) -> bool:
+    """Whether JSON writes each of ``texts`` as itself between quotes: every escape has a backslash, and so has none."""
+    try:
+        return b"\\" not in msgspec.json.encode(texts)
+    except UnicodeEncodeError:  # a lone surrogate: msgspec says so when it writes the rows
+        return False
 
 
 def _directory_of(path: str) -> str:
@@ -400,7 +515,7 @@ def _cost(tokens: int, price: float) -> float:
 
 def _natural_key(text: str) -> tuple[bool, list[tuple[int, int | str]]]:
     """``batch-2`` before ``batch-10``; placeholders such as ``(no batch)`` last."""
-    parts = [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part]
+    parts = [(0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(text) if part]
     return text.startswith("("), parts
 
 
