@@ -53,7 +53,9 @@ examples:
 
 GROUP_FIELDS = ("batch", "agent")
 MISSING_SHOWN = 10
-_STATES = tuple(ChunkState)
+#: A group's chunks by state, one column each, in the order of GroupStats' fields.
+_STATES = (ChunkState.DONE, ChunkState.FAILED, ChunkState.UNFINISHED, ChunkState.RUNNING, ChunkState.NEVER_DISPATCHED)
+_COLUMN = {state: i for i, state in enumerate(_STATES)}
 _DIGITS = re.compile(r"(\d+)")
 
 
@@ -252,7 +254,7 @@ def _tally(
     """:func:`compute`, its ``missing_outputs`` left empty and given apart, still by directory."""
     fold = ledger.fold
     not_done = ledger.not_done_states()
-    states: dict[str, dict[ChunkState, int]] = {}
+    states: dict[str, list[int]] = {}  # group -> its chunks by state (_STATES)
     tokens_by_group: dict[str, int] = {}
     attempts = dispatched = retried = 0
     missing = MissingFiles()
@@ -260,7 +262,7 @@ def _tally(
     directories: list[tuple[str, str, list[str], list[str]]] = []
     outputs = OutputFiles() if root is not None else None
     root_dir = os.fspath(root) if root is not None else None
-    done = ChunkState.DONE
+    done = _COLUMN[ChunkState.DONE]
     summary = fold.done_summary() if group_of.field in SUMMARY_FIELDS else None
     records = fold.loaded() if summary is not None else itertools.chain(fold.chunks.items(), fold.orphans.items())
     if summary is not None:
@@ -269,7 +271,7 @@ def _tally(
             name = group_of.label(value)
             counts = states.get(name)
             if counts is None:
-                counts = states[name] = dict.fromkeys(_STATES, 0)
+                counts = states[name] = [0] * len(_STATES)
                 tokens_by_group[name] = 0
             counts[done] += n
             tokens_by_group[name] += tokens
@@ -288,7 +290,7 @@ def _tally(
         name = (getattr(holder, field) or no_value) if field is not None else group_of(cid, rec)
         counts = states.get(name)
         if counts is None:
-            counts = states[name] = dict.fromkeys(_STATES, 0)
+            counts = states[name] = [0] * len(_STATES)
             tokens_by_group[name] = 0
         tokens_by_group[name] += rec.tokens
         n = rec.attempts
@@ -307,7 +309,7 @@ def _tally(
                 found[0].append(file_name)
                 found[1].append(cid)
         else:
-            counts[not_done[cid]] += 1
+            counts[_COLUMN[not_done[cid]]] += 1
     directories.extend((cwd, prefix, names, ids) for (cwd, prefix), (names, ids) in by_directory.items())
     if outputs is not None:
         for cwd, prefix, names, ids in directories:
@@ -326,14 +328,13 @@ def _tally(
             name = group_of(cid, None)
             counts = states.get(name)
             if counts is None:
-                counts = states[name] = dict.fromkeys(_STATES, 0)
+                counts = states[name] = [0] * len(_STATES)
                 tokens_by_group[name] = 0
-            counts[state] += 1
+            counts[_COLUMN[state]] += 1
     groups = {name: _group_stats(name, counts, tokens_by_group[name]) for name, counts in states.items()}
-    totals = Totals(attempts=attempts, dispatched=dispatched, retried=retried)
-    for group in groups.values():
-        for field in ("chunks", "done", "failed", "unfinished", "running", "never_dispatched"):
-            setattr(totals, field, getattr(totals, field) + getattr(group, field))
+    by_state = [sum(column) for column in zip(*states.values())] if states else [0] * len(_STATES)
+    totals = Totals(attempts=attempts, dispatched=dispatched, retried=retried, chunks=sum(by_state))
+    totals.done, totals.failed, totals.unfinished, totals.running, totals.never_dispatched = by_state
     tokens_total = sum(tokens_by_group.values())
     totals.success_rate = _rate(totals.done, totals.chunks)
     ordered = [groups[k] for k in sorted(groups, key=_natural_key)]
@@ -492,15 +493,16 @@ def _directory_of(path: str) -> str:
     return directory or ("/" if path.startswith("/") else ".")
 
 
-def _group_stats(name: str, counts: dict[ChunkState, int], tokens: int) -> GroupStats:
+def _group_stats(name: str, counts: list[int], tokens: int) -> GroupStats:
+    done, failed, unfinished, running, never_dispatched = counts
     return GroupStats(
         group=name,
-        chunks=sum(counts.values()),
-        done=counts[ChunkState.DONE],
-        failed=counts[ChunkState.FAILED],
-        unfinished=counts[ChunkState.UNFINISHED],
-        running=counts[ChunkState.RUNNING],
-        never_dispatched=counts[ChunkState.NEVER_DISPATCHED],
+        chunks=sum(counts),
+        done=done,
+        failed=failed,
+        unfinished=unfinished,
+        running=running,
+        never_dispatched=never_dispatched,
         tokens=tokens,
     )
 
