@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cli_journals import assert_clean_exit, completed, dispatched, failed, run, write_journal
+from spanjournal._schema import encode
 from spanjournal.cli import main
 from spanjournal.cli.stats import MissingFiles, compute, grouper, percentiles, render_text
 from spanjournal.ledger import read_ledger
@@ -261,3 +262,22 @@ def test_missing_files_rows_and_their_json(directories: list[tuple[str, str, lis
     assert [(r.path, r.chunk_id, r.output_file) for r in rows] == sorted(given_rows, key=lambda r: (r[0], r[1]))
     assert len(missing) == len(rows)
     assert msgspec.json.encode(missing.json()) == msgspec.json.encode(rows)
+
+
+def test_missing_outputs_of_chunks_done_before_and_after_the_checkpoint(tmp_path: Path) -> None:
+    """A directory with rows from a checkpoint's totals and from the events read after it: one list, in order."""
+    before = {"c-3": ("gone/3.json", None), "c-1": ("gone/1.json", None), "keep": ("gone/9.json", None)}
+    journal = _missing_outputs_journal(tmp_path, before)
+    assert_clean_exit(run("spanjournal", "pending", journal), 0)  # saves the checkpoint
+    after = {"c-2": ("gone/2.json", None), "c-0": ("gone/0.json", None), "c-9": ("gone/9.json", None)}
+    with open(journal, "ab") as f:
+        for chunk, (output_file, _) in after.items():
+            f.write(encode(dispatched(chunk, output_file=output_file)) + encode(completed(chunk)))
+    cold = run("spanjournal", "stats", journal, "--json", "--no-checkpoint")
+    assert_clean_exit(cold, 0)
+    rows = json.loads(cold.stdout)["missing_outputs"]
+    assert rows == _expected_missing({**before, **after}, journal.parent)
+    assert [row["chunk_id"] for row in rows] == ["c-0", "c-1", "c-2", "c-3", "c-9", "keep"]
+    warm = run("spanjournal", "stats", journal, "--json")
+    assert_clean_exit(warm, 0)
+    assert warm.stdout == cold.stdout

@@ -400,29 +400,30 @@ class MissingFiles:
     """
 
     def __init__(self) -> None:
-        #: (output file up to its name, the path looked at up to the name, names, chunk ids), in (name, id) order
-        self._directories: list[tuple[str, str, list[str], list[str]]] = []
+        #: (output file up to its name, the path looked at up to the name) -> names, chunk ids
+        self._by_directory: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+        self._in_order: list[tuple[str, str, list[str], list[str]]] | None = None
 
     def add(self, prefix: str, location: str, names: list[str], chunk_ids: list[str]) -> None:
         """The files ``prefix + name`` missing at ``location + name``, of ``chunk_ids`` (one per name)."""
         if not names:
             return
-        if not _increasing(names):
-            order = sorted(range(len(chunk_ids)), key=chunk_ids.__getitem__)
-            order.sort(key=names.__getitem__)
-            names = [names[i] for i in order]
-            chunk_ids = [chunk_ids[i] for i in order]
-        self._directories.append((prefix, location, names, chunk_ids))
+        self._in_order = None
+        held = self._by_directory.get((prefix, location))
+        if held is None:
+            self._by_directory[prefix, location] = (names, chunk_ids)
+        else:  # the same directory again (done chunks a checkpoint kept, and the ones read after it)
+            self._by_directory[prefix, location] = (held[0] + names, held[1] + chunk_ids)
 
     def __len__(self) -> int:
-        return sum(len(names) for _, _, names, _ in self._directories)
+        return sum(len(names) for names, _ in self._by_directory.values())
 
     def rows(self) -> list[MissingOutput]:
         """Every missing file, by path then chunk id."""
         ordered = self._ordered()
         if ordered is not None:
             return list(itertools.chain.from_iterable(_rows(*d) for d in ordered))
-        rows = list(itertools.chain.from_iterable(_rows(*d) for d in self._directories))
+        rows = list(itertools.chain.from_iterable(_rows(*d) for d in self._directories()))
         rows.sort(key=operator.attrgetter("chunk_id"))
         rows.sort(key=operator.attrgetter("path"))
         return rows
@@ -456,9 +457,22 @@ class MissingFiles:
         pieces.append(_ROWS_CLOSE)
         return msgspec.Raw("".join(pieces))
 
+    def _directories(self) -> list[tuple[str, str, list[str], list[str]]]:
+        """Each directory's rows, in (name, chunk id) order: by path then chunk id, as its paths share a beginning."""
+        if self._in_order is None:
+            self._in_order = []
+            for (prefix, location), (names, chunk_ids) in self._by_directory.items():
+                if not _increasing(names):
+                    order = sorted(range(len(chunk_ids)), key=chunk_ids.__getitem__)
+                    order.sort(key=names.__getitem__)
+                    names = [names[i] for i in order]
+                    chunk_ids = [chunk_ids[i] for i in order]
+                self._in_order.append((prefix, location, names, chunk_ids))
+        return self._in_order
+
     def _ordered(self) -> list[tuple[str, str, list[str], list[str]]] | None:
         """The directories in the order of their rows, or None when their rows interleave."""
-        ordered = sorted(self._directories, key=lambda d: d[1] + d[2][0])
+        ordered = sorted(self._directories(), key=lambda d: d[1] + d[2][0])
         for (_, before, names_before, _), (_, after, names_after, _) in itertools.pairwise(ordered):
             if not before + names_before[-1] < after + names_after[0]:
                 return None
