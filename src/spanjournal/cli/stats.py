@@ -17,14 +17,14 @@ import operator
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
 from spanjournal.cli._command import EXIT_OK, CliError, add_command, add_read_options, read_journals
-from spanjournal.cli._output import MAX_TABLE_ROWS, bounded, escape_id, text_table, write_json
+from spanjournal.cli._output import JSON_HOLE, MAX_TABLE_ROWS, bounded, escape_id, text_table, write_json
 from spanjournal.fold import SUMMARY_FIELDS, ChunkRecord, dispatch_field
 from spanjournal.ledger import ChunkState, Ledger, output_location
 
@@ -177,8 +177,8 @@ def run(args: argparse.Namespace) -> int:
             read.ledger, group_of, group_by=args.group_by, price=args.price_per_1k_tokens, root=root
         )
         if args.json:
-            # the rows printed straight from the missing files' lists, no struct made for each
-            write_json(sys.stdout, msgspec.structs.replace(result, missing_outputs=missing.json()))
+            # the rows printed straight from the missing files' lists, a few at a time, no struct made for each
+            write_json(sys.stdout, msgspec.structs.replace(result, missing_outputs=JSON_HOLE), hole=missing.json())
             return EXIT_OK
         result.missing_outputs = missing.rows()
     finally:
@@ -428,34 +428,38 @@ class MissingFiles:
         rows.sort(key=operator.attrgetter("path"))
         return rows
 
-    def json(self) -> msgspec.Raw:
-        """:meth:`rows` as JSON, the same bytes as ``msgspec.json.encode(self.rows())``."""
+    def json(self) -> Iterator[str]:
+        """:meth:`rows` as JSON text, in pieces: together, the same as ``msgspec.json.encode(self.rows())``."""
         ordered = self._ordered()
         if ordered is None:
-            return msgspec.Raw(msgspec.json.encode(self.rows()))
+            yield msgspec.json.encode(self.rows()).decode()
+            return
         if not ordered:
-            return msgspec.Raw(b"[]")
-        # each row: the separator from the row before, its chunk id, what comes between, its name, ..., its name
-        pieces: list[str] = []
+            yield "[]"
+            return
+        opening = _ROWS_OPEN
         for prefix, location, names, chunk_ids in ordered:
-            if _plain([prefix, location]) and _plain(names) and _plain(chunk_ids):
-                n = len(names)
-                rows = [_ROW_SEPARATOR] * (6 * n)
-                rows[1::6] = chunk_ids
-                rows[2::6] = ['","output_file":"' + prefix] * n
-                rows[3::6] = names
-                rows[4::6] = ['","path":"' + location] * n
-                rows[5::6] = names
-                if pieces:
-                    pieces += rows
-                else:
-                    pieces = rows
-            else:  # some character needs escaping: msgspec writes these rows
+            if not (_plain([prefix, location]) and _plain(names) and _plain(chunk_ids)):
+                # some character needs escaping: msgspec writes these rows
                 encoded = msgspec.json.encode(_rows(prefix, location, names, chunk_ids)).decode()
-                pieces += (_ROW_SEPARATOR, encoded[len(_ROWS_OPEN) : -len(_ROWS_CLOSE)])
-        pieces[0] = _ROWS_OPEN
-        pieces.append(_ROWS_CLOSE)
-        return msgspec.Raw("".join(pieces))
+                yield opening + encoded[len(_ROWS_OPEN) : -len(_ROWS_CLOSE)]
+                opening = _ROW_SEPARATOR
+                continue
+            output_file, path = '","output_file":"' + prefix, '","path":"' + location
+            for start in range(0, len(names), _ROWS_AT_ONCE):
+                some_names = names[start : start + _ROWS_AT_ONCE]
+                n = len(some_names)
+                # each row: what comes before its chunk id (the end of the row before), the id, ..., its name
+                rows = [_ROW_SEPARATOR] * (6 * n)
+                rows[0] = opening
+                rows[1::6] = chunk_ids[start : start + n]
+                rows[2::6] = [output_file] * n
+                rows[3::6] = some_names
+                rows[4::6] = [path] * n
+                rows[5::6] = some_names
+                yield "".join(rows)
+                opening = _ROW_SEPARATOR
+        yield _ROWS_CLOSE
 
     def _directories(self) -> list[tuple[str, str, list[str], list[str]]]:
         """Each directory's rows, in (name, chunk id) order: by path then chunk id, as its paths share a beginning."""
@@ -483,6 +487,8 @@ class MissingFiles:
 _ROWS_OPEN = '[{"chunk_id":"'
 _ROW_SEPARATOR = '"},{"chunk_id":"'
 _ROWS_CLOSE = '"}]'
+#: Rows made into JSON text at a time.
+_ROWS_AT_ONCE = 1 << 16
 
 
 def _rows(prefix: str, location: str, names: list[str], chunk_ids: list[str]) -> list[MissingOutput]:
