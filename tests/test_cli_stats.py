@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
+from unittest import mock
 
+import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cli_journals import assert_clean_exit, completed, dispatched, failed, run, write_journal
-from spanjournal.cli import main
-from spanjournal.cli.stats import compute, grouper, percentiles, render_text
+from spanjournal._schema import encode
+from spanjournal.cli import main, stats
+from spanjournal.cli.stats import MissingFiles, compute, grouper, percentiles, render_text
 from spanjournal.ledger import read_ledger
 
 
@@ -162,3 +168,119 @@ def test_bad_options_are_usage_errors(journal: Path) -> None:
     result = run("spanjournal", "stats", journal, "--price-per-1k-tokens", "-1")
     assert_clean_exit(result, 2)
     assert "must be a non-negative number" in result.stderr
+
+
+# -- done chunks whose output file is missing ---------------------------------------------------
+
+
+def _missing_outputs_journal(tmp_path: Path, outputs: dict[str, tuple[str, str | None]]) -> Path:
+    """Each chunk done once, with its output file (and the ``cwd`` its dispatch recorded)."""
+    lines = []
+    for chunk, (output_file, cwd) in outputs.items():
+        lines += [dispatched(chunk, output_file=output_file, cwd=cwd), completed(chunk)]
+    return write_journal(tmp_path / "runs" / "run.jsonl", lines)
+
+
+def _expected_missing(outputs: dict[str, tuple[str, str | None]], root: Path) -> list[dict[str, str]]:
+    """The rows, worked out here: where each file is, those not on disk, by path then chunk id."""
+    rows = []
+    for chunk, (output_file, cwd) in outputs.items():
+        path = output_file if output_file.startswith("/") else f"{cwd or root}/{output_file}"
+        if not os.path.exists(path):
+            rows.append({"chunk_id": chunk, "output_file": output_file, "path": path})
+    return sorted(rows, key=lambda row: (row["path"], row["chunk_id"]))
+
+
+@pytest.mark.parametrize(
+    "interleaved",
+    [False, True],
+    ids=["directories-one-after-the-other", "directories-interleaved"],
+)
+def test_missing_outputs_json_with_and_without_a_checkpoint(tmp_path: Path, interleaved: bool) -> None:
+    """Directories absent, present, nested; names out of order; one file for two chunks; text JSON escapes."""
+    work = tmp_path / "work"
+    (work / "out").mkdir(parents=True)
+    (work / "out" / "here.json").write_text("{}")
+    (tmp_path / "runs" / "present").mkdir(parents=True)
+    outputs: dict[str, tuple[str, str | None]] = {
+        "b-10": ("gone/10.json", None),  # a directory that does not exist at all: each name in it is missing
+        "b-9": ("gone/9.json", None),
+        "b-2-second": ("gone/2.json", None),
+        "b-2-first": ("gone/2.json", None),  # the same file: by chunk id
+        "here": ("out/here.json", str(work)),
+        "not-here": ("out/a.json", str(work)),
+        "sub": ("out/sub/x.json", str(work)),  # after out/a.json, and before out/z.json below
+        'quote"d': ("present/é\\n.json", None),  # escaped in JSON, and not ASCII
+        "new\nline": ("present/tab\t.json", None),
+        "absolute": (str(tmp_path / "abs" / "gone.json"), None),
+    }
+    if interleaved:
+        outputs["last"] = ("out/z.json", str(work))
+    journal = _missing_outputs_journal(tmp_path, outputs)
+    expected = _expected_missing(outputs, journal.parent)
+    assert len(expected) == len(outputs) - 1
+
+    cold = run("spanjournal", "stats", journal, "--json", "--no-checkpoint")
+    assert_clean_exit(cold, 0)
+    assert json.loads(cold.stdout)["missing_outputs"] == expected
+    # the bytes msgspec writes for the report's structs, no other
+    report = compute(read_ledger(journal, checkpoint=False), grouper("batch"), root=journal.parent)
+    assert cold.stdout == msgspec.json.encode(report).decode() + "\n"
+
+    assert_clean_exit(run("spanjournal", "pending", journal), 0)  # saves the checkpoint
+    warm = run("spanjournal", "stats", journal, "--json")
+    assert_clean_exit(warm, 0)
+    assert (warm.stdout, warm.stderr) == (cold.stdout, cold.stderr)
+    text = run("spanjournal", "stats", journal)
+    assert f"Done chunks whose output file is missing ({len(expected)})" in text.stdout
+
+
+directory_parts = st.sampled_from(["", "out/", "out/sub/", "/abs/", 'q"/', "é/", "a\\b/"])
+name_parts = st.sampled_from(["1", "2", "10", "a", ".json", '"', "\\", "\n", "é", "/"])
+file_names = st.lists(name_parts, max_size=3).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    directories=st.lists(
+        st.tuples(
+            directory_parts,
+            directory_parts,
+            st.lists(st.tuples(file_names, st.sampled_from(["a", "b", "c", 'd"', "é"])), min_size=0, max_size=6),
+        ),
+        max_size=4,
+    )
+)
+def test_missing_files_rows_and_their_json(directories: list[tuple[str, str, list[tuple[str, str]]]]) -> None:
+    """By path then chunk id, however the directories' rows fall; the JSON is msgspec's for those rows."""
+    missing = MissingFiles()
+    given_rows = []
+    for prefix, location, files in directories:
+        names, ids = [name for name, _ in files], [cid for _, cid in files]
+        missing.add(prefix, location, names, ids)
+        given_rows += [(location + name, cid, prefix + name) for name, cid in files]
+    rows = missing.rows()
+    assert [(r.path, r.chunk_id, r.output_file) for r in rows] == sorted(given_rows, key=lambda r: (r[0], r[1]))
+    assert len(missing) == len(rows)
+    for at_once in (1, 2, 1 << 16):  # rows made into text at a time
+        with mock.patch.object(stats, "_ROWS_AT_ONCE", at_once):
+            assert "".join(missing.json()).encode() == msgspec.json.encode(rows)
+
+
+def test_missing_outputs_of_chunks_done_before_and_after_the_checkpoint(tmp_path: Path) -> None:
+    """A directory with rows from a checkpoint's totals and from the events read after it: one list, in order."""
+    before = {"c-3": ("gone/3.json", None), "c-1": ("gone/1.json", None), "keep": ("gone/9.json", None)}
+    journal = _missing_outputs_journal(tmp_path, before)
+    assert_clean_exit(run("spanjournal", "pending", journal), 0)  # saves the checkpoint
+    after = {"c-2": ("gone/2.json", None), "c-0": ("gone/0.json", None), "c-9": ("gone/9.json", None)}
+    with open(journal, "ab") as f:
+        for chunk, (output_file, _) in after.items():
+            f.write(encode(dispatched(chunk, output_file=output_file)) + encode(completed(chunk)))
+    cold = run("spanjournal", "stats", journal, "--json", "--no-checkpoint")
+    assert_clean_exit(cold, 0)
+    rows = json.loads(cold.stdout)["missing_outputs"]
+    assert rows == _expected_missing({**before, **after}, journal.parent)
+    assert [row["chunk_id"] for row in rows] == ["c-0", "c-1", "c-2", "c-3", "c-9", "keep"]
+    warm = run("spanjournal", "stats", journal, "--json")
+    assert_clean_exit(warm, 0)
+    assert warm.stdout == cold.stdout

@@ -26,15 +26,31 @@ _BAR_WIDTH = 30
 _MB = 1024 * 1024
 
 
-def write_json(stream: TextIO, value: object) -> None:
-    """``value`` as one line of JSON on ``stream``: its bytes straight to the stream's buffer when it has one."""
+#: Stands, in a value given to :func:`write_json`, for the JSON text of its ``hole`` (JSON never holds a NUL byte).
+JSON_HOLE = msgspec.Raw(b"\0")
+
+
+def write_json(stream: TextIO, value: object, *, hole: Iterable[str] | None = None) -> None:
+    """``value`` as one line of JSON on ``stream``: its bytes straight to the stream's buffer when it has one.
+
+    With ``hole``, the one :data:`JSON_HOLE` in ``value`` is written as the
+    pieces of JSON text ``hole`` gives, one after the other: a long list is
+    printed without ever being held whole.
+    """
     data = msgspec.json.encode(value)
+    head, tail = data.split(b"\0") if hole is not None else (data, b"")
     buffer = getattr(stream, "buffer", None)
     if buffer is None:
-        stream.write(data.decode() + "\n")
+        stream.write(head.decode())
+        for piece in hole or ():
+            stream.write(piece)
+        stream.write(tail.decode() + "\n")
         return
     stream.flush()
-    buffer.write(data)
+    buffer.write(head)
+    for piece in hole or ():
+        buffer.write(piece.encode())
+    buffer.write(tail)
     buffer.write(b"\n")
     buffer.flush()
 

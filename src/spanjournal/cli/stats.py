@@ -10,19 +10,21 @@ missing. A table on a terminal (``rich``), plain columns in a pipe, or
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import math
+import operator
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
 from spanjournal.cli._command import EXIT_OK, CliError, add_command, add_read_options, read_journals
-from spanjournal.cli._output import MAX_TABLE_ROWS, bounded, escape_id, text_table, write_json
+from spanjournal.cli._output import JSON_HOLE, MAX_TABLE_ROWS, bounded, escape_id, text_table, write_json
 from spanjournal.fold import SUMMARY_FIELDS, ChunkRecord, dispatch_field
 from spanjournal.ledger import ChunkState, Ledger, output_location
 
@@ -51,6 +53,10 @@ examples:
 
 GROUP_FIELDS = ("batch", "agent")
 MISSING_SHOWN = 10
+#: A group's chunks by state, one column each, in the order of GroupStats' fields.
+_STATES = (ChunkState.DONE, ChunkState.FAILED, ChunkState.UNFINISHED, ChunkState.RUNNING, ChunkState.NEVER_DISPATCHED)
+_COLUMN = {state: i for i, state in enumerate(_STATES)}
+_DIGITS = re.compile(r"(\d+)")
 
 
 class Totals(msgspec.Struct, kw_only=True):
@@ -164,10 +170,21 @@ def run(args: argparse.Namespace) -> int:
     group_of = grouper(args.group_by)
     read = read_journals(args.journals, checkpoint=not args.no_checkpoint, jobs=args.jobs)
     root = Path(args.root) if args.root is not None else (read.files[0].parent if read.files else Path("."))
-    result = compute(read.ledger, group_of, group_by=args.group_by, price=args.price_per_1k_tokens, root=root)
-    if args.json:
-        write_json(sys.stdout, result)
-    elif _isatty(sys.stdout):
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # the report makes no reference cycles: no collection need walk the ledger's many objects
+    try:
+        result, missing = _tally(
+            read.ledger, group_of, group_by=args.group_by, price=args.price_per_1k_tokens, root=root
+        )
+        if args.json:
+            # the rows printed straight from the missing files' lists, a few at a time, no struct made for each
+            write_json(sys.stdout, msgspec.structs.replace(result, missing_outputs=JSON_HOLE), hole=missing.json())
+            return EXIT_OK
+        result.missing_outputs = missing.rows()
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    if _isatty(sys.stdout):
         render_rich(result, sys.stdout, limit=None if args.all_rows else MAX_TABLE_ROWS)
     else:
         sys.stdout.write(render_text(result))
@@ -221,20 +238,31 @@ def compute(
     Output files are looked for where :meth:`~spanjournal.ledger.Chunk.output_path`
     says, relative paths without a recorded ``cwd`` under ``root`` (None: not checked).
     """
+    result, missing = _tally(ledger, group_of, group_by=group_by, price=price, root=root)
+    result.missing_outputs = missing.rows()
+    return result
+
+
+def _tally(
+    ledger: Ledger,
+    group_of: Grouper,
+    *,
+    group_by: str = "batch",
+    price: float | None = None,
+    root: Path | None = None,
+) -> tuple[RunStats, MissingFiles]:
+    """:func:`compute`, its ``missing_outputs`` left empty and given apart, still by directory."""
     fold = ledger.fold
     not_done = ledger.not_done_states()
-    states: dict[str, dict[ChunkState, int]] = {}
+    states: dict[str, list[int]] = {}  # group -> its chunks by state (_STATES)
     tokens_by_group: dict[str, int] = {}
     attempts = dispatched = retried = 0
-    # missing output files, as parallel lists (chunk id, output file, path looked at), made structs once sorted
-    missing_ids: list[str] = []
-    missing_files: list[str] = []
-    missing_paths: list[str] = []
+    missing = MissingFiles()
     #: (cwd or "", directory prefix of the output files, their names, their chunk ids)
     directories: list[tuple[str, str, list[str], list[str]]] = []
     outputs = OutputFiles() if root is not None else None
     root_dir = os.fspath(root) if root is not None else None
-    done = ChunkState.DONE
+    done = _COLUMN[ChunkState.DONE]
     summary = fold.done_summary() if group_of.field in SUMMARY_FIELDS else None
     records = fold.loaded() if summary is not None else itertools.chain(fold.chunks.items(), fold.orphans.items())
     if summary is not None:
@@ -243,7 +271,7 @@ def compute(
             name = group_of.label(value)
             counts = states.get(name)
             if counts is None:
-                counts = states[name] = dict.fromkeys(ChunkState, 0)
+                counts = states[name] = [0] * len(_STATES)
                 tokens_by_group[name] = 0
             counts[done] += n
             tokens_by_group[name] += tokens
@@ -262,7 +290,7 @@ def compute(
         name = (getattr(holder, field) or no_value) if field is not None else group_of(cid, rec)
         counts = states.get(name)
         if counts is None:
-            counts = states[name] = dict.fromkeys(ChunkState, 0)
+            counts = states[name] = [0] * len(_STATES)
             tokens_by_group[name] = 0
         tokens_by_group[name] += rec.tokens
         n = rec.attempts
@@ -281,7 +309,7 @@ def compute(
                 found[0].append(file_name)
                 found[1].append(cid)
         else:
-            counts[not_done[cid]] += 1
+            counts[_COLUMN[not_done[cid]]] += 1
     directories.extend((cwd, prefix, names, ids) for (cwd, prefix), (names, ids) in by_directory.items())
     if outputs is not None:
         for cwd, prefix, names, ids in directories:
@@ -289,37 +317,24 @@ def compute(
             probe = output_location(prefix + "x", cwd or None, root_dir) or ""
             full = probe[: len(probe) - 1]
             listing = outputs.listing(_directory_of(probe))
-            if listing is not None:
+            # a directory that cannot be listed holds none of them; one that holds none needs no look at each name
+            if listing is not None and not listing.isdisjoint(names):
                 absent = [name not in listing for name in names]
                 names = list(itertools.compress(names, absent))
                 ids = list(itertools.compress(ids, absent))
-            missing_ids += ids
-            missing_files += [prefix + name for name in names]
-            missing_paths += [full + name for name in names]
+            missing.add(prefix, full, names, ids)
     for cid, state in not_done.items():
         if state is ChunkState.NEVER_DISPATCHED:
             name = group_of(cid, None)
             counts = states.get(name)
             if counts is None:
-                counts = states[name] = dict.fromkeys(ChunkState, 0)
+                counts = states[name] = [0] * len(_STATES)
                 tokens_by_group[name] = 0
-            counts[state] += 1
-    # by path, then chunk id: two stable sorts of the positions
-    order = sorted(range(len(missing_ids)), key=missing_ids.__getitem__)
-    order.sort(key=missing_paths.__getitem__)
-    missing = list(
-        map(
-            MissingOutput,
-            [missing_ids[i] for i in order],
-            [missing_files[i] for i in order],
-            [missing_paths[i] for i in order],
-        )
-    )
+            counts[_COLUMN[state]] += 1
     groups = {name: _group_stats(name, counts, tokens_by_group[name]) for name, counts in states.items()}
-    totals = Totals(attempts=attempts, dispatched=dispatched, retried=retried)
-    for group in groups.values():
-        for field in ("chunks", "done", "failed", "unfinished", "running", "never_dispatched"):
-            setattr(totals, field, getattr(totals, field) + getattr(group, field))
+    by_state = [sum(column) for column in zip(*states.values())] if states else [0] * len(_STATES)
+    totals = Totals(attempts=attempts, dispatched=dispatched, retried=retried, chunks=sum(by_state))
+    totals.done, totals.failed, totals.unfinished, totals.running, totals.never_dispatched = by_state
     tokens_total = sum(tokens_by_group.values())
     totals.success_rate = _rate(totals.done, totals.chunks)
     ordered = [groups[k] for k in sorted(groups, key=_natural_key)]
@@ -338,7 +353,7 @@ def compute(
         )
     failures = sorted(fold.error_types.items(), key=lambda kv: -kv[1])
     stats = ledger.stats
-    return RunStats(
+    result = RunStats(
         journals=Journals(
             files=list(stats.files), events=stats.events, torn_lines=stats.torn_tails, bad_lines=stats.bad_lines
         ),
@@ -349,8 +364,9 @@ def compute(
         cost=cost,
         duration_ms=percentiles(fold.durations),
         failures_by_error_type=dict(failures),
-        missing_outputs=missing,
+        missing_outputs=[],
     )
+    return result, missing
 
 
 class OutputFiles:
@@ -372,20 +388,141 @@ class OutputFiles:
             return names
 
 
+class MissingFiles:
+    """Done chunks whose output file is missing, kept by directory until they are printed.
+
+    They are listed by path, then chunk id. In one directory the paths share
+    their beginning, so its rows are put in order by file name alone; and when
+    the directories' rows do not interleave (no path of one falls between two
+    of another) the list is the directories' rows one after the other: no
+    path is sorted, and ``--json`` prints the rows straight from the lists
+    (:meth:`json`) without a struct for each.
+    """
+
+    def __init__(self) -> None:
+        #: (output file up to its name, the path looked at up to the name) -> names, chunk ids
+        self._by_directory: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+        self._in_order: list[tuple[str, str, list[str], list[str]]] | None = None
+
+    def add(self, prefix: str, location: str, names: list[str], chunk_ids: list[str]) -> None:
+        """The files ``prefix + name`` missing at ``location + name``, of ``chunk_ids`` (one per name)."""
+        if not names:
+            return
+        self._in_order = None
+        held = self._by_directory.get((prefix, location))
+        if held is None:
+            self._by_directory[prefix, location] = (names, chunk_ids)
+        else:  # the same directory again (done chunks a checkpoint kept, and the ones read after it)
+            self._by_directory[prefix, location] = (held[0] + names, held[1] + chunk_ids)
+
+    def __len__(self) -> int:
+        return sum(len(names) for names, _ in self._by_directory.values())
+
+    def rows(self) -> list[MissingOutput]:
+        """Every missing file, by path then chunk id."""
+        ordered = self._ordered()
+        if ordered is not None:
+            return list(itertools.chain.from_iterable(_rows(*d) for d in ordered))
+        rows = list(itertools.chain.from_iterable(_rows(*d) for d in self._directories()))
+        rows.sort(key=operator.attrgetter("chunk_id"))
+        rows.sort(key=operator.attrgetter("path"))
+        return rows
+
+    def json(self) -> Iterator[str]:
+        """:meth:`rows` as JSON text, in pieces: together, the same as ``msgspec.json.encode(self.rows())``."""
+        ordered = self._ordered()
+        if ordered is None:
+            yield msgspec.json.encode(self.rows()).decode()
+            return
+        if not ordered:
+            yield "[]"
+            return
+        opening = _ROWS_OPEN
+        for prefix, location, names, chunk_ids in ordered:
+            if not (_plain([prefix, location]) and _plain(names) and _plain(chunk_ids)):
+                # some character needs escaping: msgspec writes these rows
+                encoded = msgspec.json.encode(_rows(prefix, location, names, chunk_ids)).decode()
+                yield opening + encoded[len(_ROWS_OPEN) : -len(_ROWS_CLOSE)]
+                opening = _ROW_SEPARATOR
+                continue
+            output_file, path = '","output_file":"' + prefix, '","path":"' + location
+            for start in range(0, len(names), _ROWS_AT_ONCE):
+                some_names = names[start : start + _ROWS_AT_ONCE]
+                n = len(some_names)
+                # each row: what comes before its chunk id (the end of the row before), the id, ..., its name
+                rows = [_ROW_SEPARATOR] * (6 * n)
+                rows[0] = opening
+                rows[1::6] = chunk_ids[start : start + n]
+                rows[2::6] = [output_file] * n
+                rows[3::6] = some_names
+                rows[4::6] = [path] * n
+                rows[5::6] = some_names
+                yield "".join(rows)
+                opening = _ROW_SEPARATOR
+        yield _ROWS_CLOSE
+
+    def _directories(self) -> list[tuple[str, str, list[str], list[str]]]:
+        """Each directory's rows, in (name, chunk id) order: by path then chunk id, as its paths share a beginning."""
+        if self._in_order is None:
+            self._in_order = []
+            for (prefix, location), (names, chunk_ids) in self._by_directory.items():
+                if not _increasing(names):
+                    order = sorted(range(len(chunk_ids)), key=chunk_ids.__getitem__)
+                    order.sort(key=names.__getitem__)
+                    names = [names[i] for i in order]
+                    chunk_ids = [chunk_ids[i] for i in order]
+                self._in_order.append((prefix, location, names, chunk_ids))
+        return self._in_order
+
+    def _ordered(self) -> list[tuple[str, str, list[str], list[str]]] | None:
+        """The directories in the order of their rows, or None when their rows interleave."""
+        ordered = sorted(self._directories(), key=lambda d: d[1] + d[2][0])
+        for (_, before, names_before, _), (_, after, names_after, _) in itertools.pairwise(ordered):
+            if not before + names_before[-1] < after + names_after[0]:
+                return None
+        return ordered
+
+
+#: The JSON of MissingOutput rows: what opens the list and its first row, comes between two rows, closes both.
+_ROWS_OPEN = '[{"chunk_id":"'
+_ROW_SEPARATOR = '"},{"chunk_id":"'
+_ROWS_CLOSE = '"}]'
+#: Rows made into JSON text at a time.
+_ROWS_AT_ONCE = 1 << 16
+
+
+def _rows(prefix: str, location: str, names: list[str], chunk_ids: list[str]) -> list[MissingOutput]:
+    return list(map(MissingOutput, chunk_ids, [prefix + n for n in names], [location + n for n in names]))
+
+
+def _increasing(names: list[str]) -> bool:
+    """Whether each of ``names`` sorts strictly after the one before."""
+    return all(map(operator.lt, names, itertools.islice(names, 1, None)))
+
+
+def _plain(texts: list[str]) -> bool:
+    """Whether JSON writes each of ``texts`` as itself between quotes: every escape has a backslash, and so has none."""
+    try:
+        return b"\\" not in msgspec.json.encode(texts)
+    except UnicodeEncodeError:  # a lone surrogate: msgspec says so when it writes the rows
+        return False
+
+
 def _directory_of(path: str) -> str:
     directory = path.rpartition("/")[0]
     return directory or ("/" if path.startswith("/") else ".")
 
 
-def _group_stats(name: str, counts: dict[ChunkState, int], tokens: int) -> GroupStats:
+def _group_stats(name: str, counts: list[int], tokens: int) -> GroupStats:
+    done, failed, unfinished, running, never_dispatched = counts
     return GroupStats(
         group=name,
-        chunks=sum(counts.values()),
-        done=counts[ChunkState.DONE],
-        failed=counts[ChunkState.FAILED],
-        unfinished=counts[ChunkState.UNFINISHED],
-        running=counts[ChunkState.RUNNING],
-        never_dispatched=counts[ChunkState.NEVER_DISPATCHED],
+        chunks=sum(counts),
+        done=done,
+        failed=failed,
+        unfinished=unfinished,
+        running=running,
+        never_dispatched=never_dispatched,
         tokens=tokens,
     )
 
@@ -400,7 +537,7 @@ def _cost(tokens: int, price: float) -> float:
 
 def _natural_key(text: str) -> tuple[bool, list[tuple[int, int | str]]]:
     """``batch-2`` before ``batch-10``; placeholders such as ``(no batch)`` last."""
-    parts = [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part]
+    parts = [(0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(text) if part]
     return text.startswith("("), parts
 
 
