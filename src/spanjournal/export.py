@@ -66,6 +66,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from spanjournal import __version__, semconv
 from spanjournal._process import is_alive
 from spanjournal._schema import Completed, Dispatched
+from spanjournal.exported import SentRecord, span_key
 from spanjournal.fold import LedgerState
 from spanjournal.reader import ReadStats, resolve_paths, scan
 
@@ -182,6 +183,8 @@ class ExportStats:
     synthetic_ids: int = 0
     #: Attempts not sent because a time is outside OTLP's range: ``'chunk' (ts ...)``.
     out_of_range: list[str] = field(default_factory=list)
+    #: Spans left out because an earlier export sent them (``--new``), not counted in ``outcomes``.
+    sent_before: int = 0
     seconds: float = 0.0
 
     @property
@@ -246,6 +249,13 @@ class JournalSpan:
     #: For attempts without a completion: another attempt of the chunk succeeded.
     superseded: bool = False
     synthetic_ids: bool = False
+    #: The journal file that holds the dispatch.
+    journal: str = ""
+
+    @property
+    def sent_key(self) -> int:
+        """What the span is recorded by once sent (:func:`spanjournal.exported.span_key`): ids and outcome."""
+        return span_key(self.trace_id, self.span_id, self.outcome.value)
 
     @property
     def name(self) -> str:
@@ -394,6 +404,7 @@ class _Open:
     start_ns: int
     synthetic_ids: bool
     service_name: str
+    journal: str
 
 
 def _outcome(c: Completed) -> Outcome:
@@ -420,6 +431,8 @@ class _Pairer:
         self.early: dict[str, Completed] = {}
         self.last_seen: dict[ProcessKey, int] = {}
         self.session_service: dict[str, str] = {}
+        #: The journal file being read.
+        self.journal = ""
 
     def add(self, events: Iterable[Any]) -> Iterator[JournalSpan]:
         for e in events:
@@ -466,6 +479,7 @@ class _Pairer:
             start_ns=start_ns,
             synthetic_ids=synthetic,
             service_name=service,
+            journal=self.journal,
         )
         early = self.early.pop(d.span_id, None) if d.span_id and self.early else None
         if early is not None:
@@ -510,6 +524,7 @@ class _Pairer:
             end_ns=end_ns,
             service_name=entry.service_name,
             synthetic_ids=entry.synthetic_ids,
+            journal=entry.journal,
         )
 
     def _seen(self, process: ProcessKey, ns: int) -> None:
@@ -545,6 +560,7 @@ class _Pairer:
                 end_source=source,
                 superseded=not running and _is_done(fold, entry.dispatch.chunk_id),
                 synthetic_ids=entry.synthetic_ids,
+                journal=entry.journal,
             )
         self.open.clear()
 
@@ -574,6 +590,7 @@ def journal_spans(
     stats: ExportStats | None = None,
     now_ns: int | None = None,
     progress: Callable[[int], None] | None = None,
+    sent: SentRecord | None = None,
 ) -> Iterator[JournalSpan]:
     """Stream the attempts of ``paths`` as :class:`JournalSpan` records.
 
@@ -582,7 +599,9 @@ def journal_spans(
     is used for dispatches whose session names none. ``only`` is ``"all"``,
     ``"unfinished"`` (live span never ended: no completion, running, or reconciled),
     ``"failed"``, or several of them. ``now_ns`` is the export time (default:
-    now). ``progress`` is called with the bytes read so far. Raises
+    now). ``progress`` is called with the bytes read so far. With ``sent``,
+    spans that record holds (sent before with the same outcome) are left
+    out and counted in ``stats.sent_before``. Raises
     :class:`~spanjournal.reader.JournalReadError` for a path that cannot be
     read; bad lines are counted in ``stats.read``.
     """
@@ -594,14 +613,22 @@ def journal_spans(
     outcomes = stats.outcomes
     fold = LedgerState()
     no_lines = itertools.repeat(0)
+    read_files = stats.read.files
     for batch in scan(files, stats.read, progress=progress):
+        pairer.journal = read_files[-1]
         fold.apply_batch(batch, no_lines)
         for span in pairer.add(batch):
             if span.outcome in wanted:
+                if sent is not None and sent.was_sent(span.journal, span.sent_key):
+                    stats.sent_before += 1
+                    continue
                 outcomes[span.outcome] += 1
                 yield span
     for span in pairer.finish(fold, now):
         if span.outcome in wanted:
+            if sent is not None and sent.was_sent(span.journal, span.sent_key):
+                stats.sent_before += 1
+                continue
             outcomes[span.outcome] += 1
             yield span
 
@@ -760,6 +787,8 @@ def export_journal(
     now_ns: int | None = None,
     progress: Callable[[int], None] | None = None,
     timeout: float | None = None,
+    record: SentRecord | None = None,
+    new_only: bool = False,
 ) -> ExportStats:
     """Send the attempts of ``paths`` through ``exporter``, ``batch_size`` spans per request.
 
@@ -769,9 +798,16 @@ def export_journal(
     a socket's own timeout from ever firing); ``None`` leaves it to the
     exporter. Spans with a time OTLP cannot carry are skipped and listed in
     ``stats.warnings()``. The exporter is not shut down: it belongs to the caller.
+
+    ``record`` collects the spans of each batch the backend acknowledged
+    (:meth:`SentRecord.add`; the caller saves it, even after an
+    :class:`ExportError`); with ``new_only`` the spans it already holds are
+    not sent (counted in ``stats.sent_before``).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    if new_only and record is None:
+        raise ValueError("new_only needs a record of what was sent")
     stats = stats if stats is not None else ExportStats()
     resources = _Resources()
     log = _ExporterLog()
@@ -780,8 +816,15 @@ def export_journal(
     started = time.monotonic()
     try:
         batch: list[ReadableSpan] = []
+        keys: list[tuple[str, int]] = []
         spans = journal_spans(
-            paths, service_name=service_name, only=only, stats=stats, now_ns=now_ns, progress=progress
+            paths,
+            service_name=service_name,
+            only=only,
+            stats=stats,
+            now_ns=now_ns,
+            progress=progress,
+            sent=record if new_only else None,
         )
         for span in spans:
             try:
@@ -789,11 +832,17 @@ def export_journal(
             except SpanTimeOutOfRange:
                 stats.skip_out_of_range(span)
                 continue
+            if record is not None:
+                keys.append((span.journal, span.sent_key))
             if len(batch) >= batch_size:
                 _send(exporter, batch, stats, log, timeout)
-                batch = []
+                if record is not None:
+                    record.add(keys)
+                batch, keys = [], []
         if batch:
             _send(exporter, batch, stats, log, timeout)
+            if record is not None:
+                record.add(keys)
     finally:
         logger.removeHandler(log)
         stats.seconds = time.monotonic() - started
