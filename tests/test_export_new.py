@@ -9,11 +9,14 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -361,3 +364,96 @@ def test_help_says_what_new_leaves_out(tmp_path: Path) -> None:
     assert "trace id, span id and outcome" in text
     assert "the backend then holds both" in text
     assert ".NAME.spanjournal-exported" in text
+
+
+# -- the mark: a read that starts there answers as a read from the start --------------------------
+
+EVENT_KINDS = st.sampled_from(
+    ["dispatch", "dispatch", "done", "done", "fail", "reconciled", "no-ids", "bad-ts", "bad-line", "far", "bare", "svc"]
+)
+
+
+def event_line(kind: str, chunk: str, attempt: int, second: int, pid: int) -> bytes:
+    """One journal line of ``kind`` for ``chunk``'s attempt ``attempt``, written by process ``pid``."""
+    ts = f"2026-05-27T13:{second // 60 % 60:02d}:{second % 60:02d}.000000+08:00"
+    if kind == "dispatch":
+        return encode(dispatched(chunk, attempt, ts=ts, host="elsewhere", pid=pid, proc_start=1))
+    if kind == "done":
+        return encode(completed(chunk, attempt=attempt, ts=ts, pid=pid))
+    if kind == "fail":
+        return encode(failed(chunk, attempt, ts=ts, pid=pid))
+    if kind == "reconciled":
+        return encode(completed(chunk, attempt=attempt, ts=ts, reconciled=True))
+    if kind == "no-ids":
+        return encode(dispatched(chunk, attempt, ts=ts, span_id=None, trace_id=None))
+    if kind == "bad-ts":
+        return encode(dispatched(chunk, attempt, ts="yesterday"))
+    if kind == "far":  # a time OTLP cannot carry
+        return encode(dispatched(chunk, attempt, ts="1969-12-31T23:59:59.000000+00:00", host="elsewhere", pid=pid))
+    if kind == "svc":  # a dispatch that names its service: the session's later ones take it up
+        return encode(dispatched(chunk, attempt, ts=ts, service_name=f"svc-{pid}", host="elsewhere", pid=pid))
+    if kind == "bare":  # a completion without span id: pairs with the chunk's latest open dispatch
+        return encode(completed(chunk, attempt=attempt, ts=ts, span_id=None))
+    return b'{"event": "subagent_dispatched", "chunk_id": \n'
+
+
+@st.composite
+def journals_that_grow(draw: st.DrawFn) -> tuple[list[bytes], int, int]:
+    """Lines, where the first export stops reading (a line count) and how many bytes of the next line it sees."""
+    n = draw(st.integers(1, 30))
+    lines = []
+    for _ in range(n):
+        kind = draw(EVENT_KINDS)
+        chunk = f"c{draw(st.integers(0, 5))}"
+        attempt = draw(st.integers(1, 3))
+        lines.append(event_line(kind, chunk, attempt, draw(st.integers(0, 59)), draw(st.sampled_from([7, 8]))))
+    cut = draw(st.integers(0, n))
+    torn = draw(st.integers(0, len(lines[cut]) - 1)) if cut < n else 0
+    return lines, cut, torn
+
+
+class Accepts(SpanExporter):
+    def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def described(j: Path, record: SentRecord, **kwargs: Any) -> tuple[list[str], str, list[str], list[str]]:
+    from spanjournal.export import ExportStats, describe_span, journal_spans, time_in_range
+
+    stats = ExportStats()
+    spans = []
+    for span in journal_spans([j], stats=stats, now_ns=10**18, record=record, new_only=True, **kwargs):
+        if time_in_range(span):  # as every caller does (export_journal, the dry run)
+            spans.append(describe_span(span))
+        else:
+            stats.skip_out_of_range(span)
+    read = stats.read
+    counts = f"{read.events} {read.lines} {read.bad_lines} {read.unknown_events} {read.torn_tails} {read.bytes}"
+    return spans, f"{stats.summary()} {stats.sent_before} {counts}", stats.warnings(), [str(i) for i in read.issues]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(journals_that_grow(), st.sampled_from(["all", "unfinished", "failed"]))
+def test_a_read_from_the_mark_answers_as_a_read_from_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, grown: tuple[list[bytes], int, int], only: str
+) -> None:
+    lines, cut, torn = grown
+    work = Path(tempfile.mkdtemp(dir=tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(work / "cache"))
+    monkeypatch.delenv("SPANJOURNAL_NO_CHECKPOINT", raising=False)
+    j = work / "run.jsonl"
+    j.write_bytes(b"".join(lines[:cut]) + (lines[cut][:torn] if cut < len(lines) else b""))
+    record = SentRecord.open([j], "u")
+    export_journal([j], Accepts(), record=record, new_only=True, only=only, now_ns=10**18)
+    record.save()
+    with open(j, "r+b") as f:  # the rest, the torn line whole
+        f.seek(len(b"".join(lines[:cut])))
+        f.write(b"".join(lines[cut:]))
+    for selection in {only, "all"}:
+        resumed = SentRecord.open([j], "u")
+        marked = resumed.mark(str(j)) is not None
+        from_mark = described(j, resumed, only=selection)
+        monkeypatch.setenv("SPANJOURNAL_NO_CHECKPOINT", "1")
+        from_start = described(j, SentRecord.open([j], "u"), only=selection)
+        monkeypatch.delenv("SPANJOURNAL_NO_CHECKPOINT")
+        assert from_mark == from_start, (marked, selection)

@@ -20,6 +20,15 @@ journal replaced by another file, truncated, or rewritten in place no longer
 matches: its record is set aside (every span is new again), and the next
 export that sends writes a new one.
 
+An entry may also hold a *mark*: a byte offset of the journal (the end of a
+complete line, checked like a checkpoint with its own digest) and the state
+of :mod:`spanjournal.export`'s read at that offset, saved by an export of
+that one journal that sent every span it selected. Every attempt that had
+completed before the offset was then acknowledged, and a completed attempt
+never changes, so ``export --new`` can start there: it reads only the bytes
+after the offset and rebuilds the attempts still open at it. The hashes are
+what decide, either way; the mark only saves reading.
+
 >>> record = SentRecord.open([Path("runs/bench.jsonl")], "http://localhost:4317")  # doctest: +SKIP
 >>> record.was_sent("runs/bench.jsonl", span_key(trace_id, span_id, "done"))       # doctest: +SKIP
 """
@@ -38,7 +47,7 @@ from pathlib import Path
 
 import msgspec
 
-from spanjournal.checkpoint import digest, locations, write_atomically
+from spanjournal.checkpoint import digest, digest_of_path, locations, write_atomically
 
 #: The file beside a journal: ``.NAME.spanjournal-exported``.
 SUFFIX = ".spanjournal-exported"
@@ -63,6 +72,10 @@ class _Entry(msgspec.Struct, array_like=True):
     digest: bytes
     #: Sorted, distinct :func:`span_key` values (``array('Q')`` bytes, little-endian).
     hashes: bytes
+    #: The mark: its offset (0: none), the digest of the journal's bytes before it, the read's state there.
+    mark_offset: int = 0
+    mark_digest: bytes = b""
+    mark: bytes = b""
 
 
 class _Saved(msgspec.Struct, array_like=True):
@@ -87,6 +100,11 @@ class _Journal:
     before: array.array[int] = field(default_factory=lambda: array.array(_HASHES))
     #: Acknowledged by the backend in this run.
     new: list[int] = field(default_factory=list)
+    #: The mark of the earlier record, when it still matches the journal: (offset, state).
+    mark: tuple[int, bytes] | None = None
+    #: The mark this run's read proposes, and whether the export that read it sent everything.
+    proposed: tuple[int, bytes] | None = None
+    accepted: bool = False
 
 
 class SentRecord:
@@ -120,6 +138,10 @@ class SentRecord:
             if entry is None:
                 return
             why = _mismatch(entry, fd, journal.identity, st.st_size)
+            if why is None and entry.mark_offset:
+                with contextlib.suppress(OSError):
+                    if entry.mark_offset <= st.st_size and digest(fd, entry.mark_offset) == entry.mark_digest:
+                        journal.mark = (entry.mark_offset, entry.mark)
         except OSError:
             return
         finally:
@@ -156,6 +178,22 @@ class SentRecord:
     def added(self) -> int:
         return sum(len(j.new) for j in self._journals.values())
 
+    def mark(self, journal: str) -> tuple[int, bytes] | None:
+        """The mark of ``journal``'s earlier record, if it still matches the journal: (offset, state)."""
+        entry = self._journals.get(journal)
+        return entry.mark if entry is not None else None
+
+    def propose_mark(self, journal: str, offset: int, state: bytes) -> None:
+        """The state of a read of ``journal`` at ``offset``; saved only once :meth:`accept_marks` is called."""
+        entry = self._journals.get(journal)
+        if entry is not None:
+            entry.proposed, entry.accepted = (offset, state), False
+
+    def accept_marks(self) -> None:
+        """The export sent every span it selected: the proposed marks hold."""
+        for entry in self._journals.values():
+            entry.accepted = entry.proposed is not None
+
     def save(self) -> list[Path]:
         """Write the record of each journal this run sent spans of; where they went.
 
@@ -165,7 +203,7 @@ class SentRecord:
         """
         written = []
         for journal in self._journals.values():
-            if journal.new and journal.identity is not None:
+            if (journal.new or journal.accepted) and journal.identity is not None:
                 where = self._save(journal)
                 if where is not None:
                     written.append(where)
@@ -188,6 +226,12 @@ class SentRecord:
                 finally:
                     os.close(fd)
         merged = array.array(_HASHES, sorted(hashes))
+        mark_offset, mark_digest, mark = 0, b"", b""
+        chosen = journal.proposed if journal.accepted else journal.mark
+        if chosen is not None:
+            hashed = digest_of_path(journal.path, chosen[0], journal.identity)
+            if hashed is not None:
+                mark_offset, mark_digest, mark = chosen[0], hashed, chosen[1]
         entry = _Entry(
             endpoint=self.endpoint,
             dev=journal.identity[0],
@@ -195,6 +239,9 @@ class SentRecord:
             size=journal.size,
             digest=journal.digest,
             hashes=_little_endian(merged),
+            mark_offset=mark_offset,
+            mark_digest=mark_digest,
+            mark=mark,
         )
         blob = _ENCODER.encode(_Saved(FORMAT, os.path.realpath(journal.path), [*entries, entry]))
         for where in locations(journal.path, SUFFIX):

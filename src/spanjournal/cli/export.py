@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             out = sys.stdout
             spans = export.journal_spans(
-                files, service_name=service, only=only, stats=stats, progress=progress, sent=record
+                files, service_name=service, only=only, stats=stats, progress=progress, record=record, new_only=args.new
             )
             for span in spans:
                 if not export.time_in_range(span):
