@@ -11,9 +11,15 @@ On a copy of JOURNAL (the journal itself is never written to):
 2. 1,000 events are appended: completions of 100 attempts that were sent
    unfinished (their outcome changes, so they must be sent again) and 450
    new attempts dispatched and completed;
-3. in one run, ``export COPY --dry-run`` and ``export COPY --dry-run --new``
-   (same endpoint), each the fastest of ``--repeat`` runs, stdout to a file:
-   seconds, peak memory (``ru_maxrss``), lines printed.
+3. in one run, each the fastest of ``--repeat`` runs, stdout to a file
+   (seconds, peak memory ``ru_maxrss``, lines printed), to the same endpoint:
+   ``export COPY --dry-run``; ``export COPY --dry-run --new``, which starts
+   at the record's mark; the same with ``SPANJOURNAL_NO_CHECKPOINT=1``, which
+   reads the whole journal and leaves out what the record's hashes hold;
+4. 1,000 more events, among them 100 dispatches never completed (to tell
+   whether their chunk is done, ``--new`` then reads the journal's fold,
+   cold the first time: no checkpoint of the copy exists yet), and
+   ``export COPY --dry-run --new`` twice: cold, then with the checkpoint.
 """
 
 from __future__ import annotations
@@ -65,11 +71,13 @@ def command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "spanjournal"]
 
 
-def measure(args: Sequence[str], out: Path) -> tuple[float, int, int, str]:
+def measure(args: Sequence[str], out: Path, env: dict[str, str] | None = None) -> tuple[float, int, int, str]:
     """Seconds, ru_maxrss in bytes, lines on stdout and the last stderr line of one run."""
     with open(out, "wb") as stdout:
         start = time.perf_counter()
-        proc = subprocess.Popen([*command(), *args], stdout=stdout, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [*command(), *args], stdout=stdout, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
         assert proc.stderr is not None
@@ -85,20 +93,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("journal", type=Path)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--setup", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.setup:
+        setup(args.journal)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-export-new-") as tmp:
         os.environ["XDG_CACHE_HOME"] = os.path.join(tmp, "cache")
         copy = Path(tmp) / "bench.jsonl"
         shutil.copyfile(args.journal, copy)
-        start = time.perf_counter()
-        record = SentRecord.open([copy], ENDPOINT)
-        exporter = Accepting()
-        stats = export_journal([copy], exporter, record=record, batch_size=4096)
-        record.save()
-        print(f"setup: {stats.sent:,} spans exported and recorded in {time.perf_counter() - start:.1f} s")
-
+        # In a child, so that this process stays small: a child's ru_maxrss counts what it had before exec.
+        subprocess.run([sys.executable, __file__, str(copy), "--setup"], check=True)
         lines = []
-        for trace, span, chunk in exporter.unfinished:
+        for line in (Path(tmp) / "unfinished").read_text().splitlines():
+            trace, span, chunk = line.split(" ", 2)
             lines.append(encode(Completed(chunk_id=chunk, span_id=span, trace_id=trace, success=True, ts=TS)))
         for i in range(NEW):
             chunk, span = f"appended-{i:05d}", secrets.token_hex(8)
@@ -107,19 +115,53 @@ def main(argv: Sequence[str] | None = None) -> None:
             lines.append(encode(Completed(chunk_id=chunk, span_id=span, trace_id=trace, success=True, ts=TS)))
         with open(copy, "ab") as f:
             f.write(b"".join(lines))
-        print(f"appended {len(lines):,} events ({len(exporter.unfinished)} completions of unfinished attempts)")
+        print(f"appended {len(lines):,} events ({CHANGED} completions of unfinished attempts)")
 
+        dry_run = ["export", str(copy), "--endpoint", ENDPOINT, "--dry-run"]
+        out = Path(tmp) / "out"
         results = {}
-        for name, extra in (("export --dry-run", []), ("export --dry-run --new", ["--new"])):
-            runs = [
-                measure(["export", str(copy), "--endpoint", ENDPOINT, "--dry-run", *extra], Path(tmp) / "out")
-                for _ in range(args.repeat)
-            ]
-            results[name] = min(runs)
-        for name, (seconds, rss, printed, summary) in results.items():
-            print(f"{name:<24} {seconds:6.2f} s  {rss / 2**20:6.0f} MB  {printed:>9,} lines  {summary}")
+        for name, extra, env in (
+            ("export --dry-run", [], None),
+            ("export --dry-run --new", ["--new"], None),
+            ("  the same, no mark", ["--new"], {"SPANJOURNAL_NO_CHECKPOINT": "1"}),
+        ):
+            results[name] = min(measure([*dry_run, *extra], out, env) for _ in range(args.repeat))
+        show(results)
         full, new = results["export --dry-run"][0], results["export --dry-run --new"][0]
-        print(f"--new: {new / full:.0%} of the full dry run's time; load average {os.getloadavg()[0]:.2f}")
+        hashes = results["  the same, no mark"][0]
+        print(f"--new: {new / full:.1%} of the full dry run's time; without the mark {hashes / full:.0%}")
+
+        lines = []
+        for i in range(NEW + CHANGED):
+            chunk, span, trace = f"appended-2-{i:05d}", secrets.token_hex(8), secrets.token_hex(16)
+            lines.append(encode(Dispatched(chunk_id=chunk, span_id=span, trace_id=trace, agent="router", ts=TS)))
+            if i >= CHANGED:
+                lines.append(encode(Completed(chunk_id=chunk, span_id=span, trace_id=trace, success=True, ts=TS)))
+        with open(copy, "ab") as f:
+            f.write(b"".join(lines))
+        print(f"appended {len(lines):,} more events ({CHANGED} dispatches never completed)")
+        results = {}
+        for name in ("export --dry-run --new (cold fold)", "export --dry-run --new (checkpoint)"):
+            results[name] = measure([*dry_run, "--new"], out)
+        show(results)
+        print(f"load average {os.getloadavg()[0]:.2f}")
+
+
+def setup(copy: Path) -> None:
+    """Export every span of ``copy`` once and save the record; the first unfinished ones go to ``unfinished``."""
+    start = time.perf_counter()
+    record = SentRecord.open([copy], ENDPOINT)
+    exporter = Accepting()
+    stats = export_journal([copy], exporter, record=record, batch_size=4096)
+    record.save()
+    print(f"setup: {stats.sent:,} spans exported and recorded in {time.perf_counter() - start:.1f} s")
+    with open(copy.parent / "unfinished", "w") as f:
+        f.writelines(f"{trace} {span} {chunk}\n" for trace, span, chunk in exporter.unfinished)
+
+
+def show(results: dict[str, tuple[float, int, int, str]]) -> None:
+    for name, (seconds, rss, printed, summary) in results.items():
+        print(f"{name:<36} {seconds:6.2f} s  {rss / 2**20:6.0f} MB  {printed:>9,} lines  {summary}")
 
 
 if __name__ == "__main__":

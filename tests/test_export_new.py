@@ -5,6 +5,7 @@ spans must arrive, a closed port where they must not, and the record beside the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -225,6 +226,7 @@ def test_a_failing_endpoint_records_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "cache").exists()
     lines, head = dry_run_lines(tmp_path, j, "--endpoint", endpoint, "--new")
     assert len(lines) == 4 and head.endswith("; 0 spans left out as sent before; nothing sent")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.jsonl"]
 
 
 class FailsFrom(SpanExporter):
@@ -273,6 +275,28 @@ def test_a_partial_export_records_only_the_batches_the_backend_accepted(
     assert (stats.sent, stats.sent_before) == (4, 6)
     assert sorted(exporter.accepted + rest.accepted) == sorted(int(span_of(f"c{i}"), 16) for i in range(10))
     assert SentRecord.open([j], "http://backend:4317").before == 10
+
+
+def test_only_an_export_that_sent_everything_moves_the_mark(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    j = many_pairs(tmp_path / "run.jsonl", 4)
+    first = j.stat().st_size
+
+    def export_with(exporter: SpanExporter, **kwargs: Any) -> int | None:
+        record = SentRecord.open([j], "u")
+        with contextlib.suppress(ExportError):
+            export_journal([j], exporter, batch_size=2, record=record, new_only=True, **kwargs)
+        record.save()
+        mark = SentRecord.open([j], "u").mark(str(j))
+        return None if mark is None else mark[0]
+
+    assert export_with(FailsFrom(good=1)) is None  # half of it sent: recorded, no mark
+    assert export_with(FailsFrom(good=9)) == first
+    append(j, dispatched("c9"), completed("c9"), dispatched("c8"), completed("c8"), dispatched("c7"))
+    assert export_with(FailsFrom(good=0)) == first  # refused: the mark stays where it was
+    assert export_with(FailsFrom(good=1)) == first  # c9 and c8 sent, c7 refused
+    assert export_with(FailsFrom(good=1)) == j.stat().st_size  # c7
+    assert SentRecord.open([j], "u").before == 7
 
 
 def test_a_record_from_another_export_meanwhile_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

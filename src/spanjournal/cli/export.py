@@ -63,7 +63,11 @@ since is sent again, completed, and the backend then holds both; an
 unfinished one whose chunk another attempt has done since is not (only its
 spanjournal.superseded marker changed). A journal replaced by another file,
 truncated or rewritten since its record was made no longer matches it:
---new then sends all of its spans and says so on stderr.
+--new then sends all of its spans and says so on stderr. An export of a
+single journal that sent every span it selected also records where it
+stopped reading: --new then reads only what was appended since (completed
+attempts never change; those still open there are kept in the record).
+SPANJOURNAL_NO_CHECKPOINT=1 reads the journal whole, with the same answer.
 
 stdout: with --dry-run, one line per span that would be sent.
 stderr: a one-line summary (with --new, how many spans were left out as
