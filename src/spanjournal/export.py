@@ -1012,8 +1012,10 @@ def export_journal(
 
     ``record`` collects the spans of each batch the backend acknowledged
     (:meth:`SentRecord.add`; the caller saves it, even after an
-    :class:`ExportError`); with ``new_only`` the spans it already holds are
-    not sent (counted in ``stats.sent_before``).
+    :class:`ExportError`) and, once every batch was accepted, where the read
+    of a single journal stopped (:meth:`SentRecord.accept_marks`); with
+    ``new_only`` the spans it already holds are not sent (counted in
+    ``stats.sent_before``), and a single journal is read from its mark.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
