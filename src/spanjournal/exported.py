@@ -38,6 +38,7 @@ from __future__ import annotations
 import array
 import contextlib
 import hashlib
+import heapq
 import os
 import sys
 from bisect import bisect_left
@@ -99,7 +100,7 @@ class _Journal:
     #: What earlier exports to this endpoint sent, when their record still matches the journal.
     before: array.array[int] = field(default_factory=lambda: array.array(_HASHES))
     #: Acknowledged by the backend in this run.
-    new: list[int] = field(default_factory=list)
+    new: array.array[int] = field(default_factory=lambda: array.array(_HASHES))
     #: The mark of the earlier record, when it still matches the journal: (offset, state).
     mark: tuple[int, bytes] | None = None
     #: The mark this run's read proposes, and whether the export that read it sent everything.
@@ -213,8 +214,7 @@ class SentRecord:
         assert journal.identity is not None
         saved = _read(journal.path)
         entries = [] if saved is None else [e for e in saved.entries if e.endpoint != self.endpoint]
-        hashes = set(journal.before)
-        hashes.update(journal.new)
+        parts = [journal.before, array.array(_HASHES, sorted(journal.new))]
         mine = _find_in(saved, self.endpoint)
         if mine is not None:
             # Spans another export of this journal to this endpoint recorded since this one read the record.
@@ -222,10 +222,10 @@ class SentRecord:
                 fd = os.open(journal.path, os.O_RDONLY | os.O_CLOEXEC)
                 try:
                     if _mismatch(mine, fd, journal.identity, journal.size) is None:
-                        hashes.update(_from_little_endian(mine.hashes))
+                        parts.append(_from_little_endian(mine.hashes))
                 finally:
                     os.close(fd)
-        merged = array.array(_HASHES, sorted(hashes))
+        merged = _merged(parts)
         mark_offset, mark_digest, mark = 0, b"", b""
         chosen = journal.proposed if journal.accepted else journal.mark
         if chosen is not None:
@@ -248,6 +248,18 @@ class SentRecord:
             if write_atomically(where, (MAGIC, blob)):
                 return where
         return None
+
+
+def _merged(parts: Iterable[array.array[int]]) -> array.array[int]:
+    """The distinct hashes of sorted arrays, sorted, in one array (no set, no list of them all)."""
+    out = array.array(_HASHES)
+    last = None
+    append = out.append
+    for h in heapq.merge(*parts):
+        if h != last:
+            append(h)
+            last = h
+    return out
 
 
 def _little_endian(hashes: array.array[int]) -> bytes:
