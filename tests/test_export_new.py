@@ -219,7 +219,7 @@ def test_a_replaced_truncated_or_rewritten_journal_is_sent_whole_and_said_so(
 def test_a_failing_endpoint_records_nothing(tmp_path: Path) -> None:
     j = first_run(tmp_path / "run.jsonl")
     endpoint = f"http://127.0.0.1:{closed_port()}"
-    result = export(tmp_path, j, "--endpoint", endpoint, "--new")
+    result = export(tmp_path, j, "--endpoint", endpoint, "--protocol", "http/protobuf", "--new")
     assert_clean_exit(result, 1)
     assert "nothing sent" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.jsonl"]
