@@ -175,10 +175,6 @@ class SentRecord:
                 entry = journals[journal] = _Journal(Path(journal))
             entry.new.append(key)
 
-    @property
-    def added(self) -> int:
-        return sum(len(j.new) for j in self._journals.values())
-
     def mark(self, journal: str) -> tuple[int, bytes] | None:
         """The mark of ``journal``'s earlier record, if it still matches the journal: (offset, state)."""
         entry = self._journals.get(journal)
