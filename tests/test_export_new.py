@@ -380,6 +380,37 @@ def test_a_read_only_journal_folder_keeps_the_record_in_the_cache_directory(
     assert len(kept) == 1 and kept[0].stat().st_mode & 0o777 == 0o600
 
 
+@needs_rotel
+@pytest.mark.integration
+def test_nowhere_to_keep_the_record_is_a_warning_and_the_spans_are_sent(
+    tmp_path: Path, collector: RotelCollector
+) -> None:
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: every folder is writable")
+    prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    j = first_run(runs / "run.jsonl")
+    cache.mkdir()
+    for folder in (runs, cache):
+        folder.chmod(0o555)
+    try:
+        result = subprocess.run(
+            [*prefix, str(BIN / "spanjournal"), "export", str(j), "--endpoint", collector.grpc_endpoint, "--new"],
+            capture_output=True,
+            text=True,
+            env=env_for(tmp_path),
+            timeout=60,
+        )
+    finally:
+        for folder in (runs, cache):
+            folder.chmod(0o755)
+    assert_clean_exit(result, 0)
+    assert f"warning: {j}: what was sent cannot be recorded" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("sent 4 spans")
+    collector.wait_for_spans(4, timeout=10)
+    assert list(cache.iterdir()) == [] and sorted(p.name for p in runs.iterdir()) == ["run.jsonl"]
+
+
 def test_help_says_what_new_leaves_out(tmp_path: Path) -> None:
     result = subprocess.run([str(BIN / "spanjournal"), "export", "--help"], capture_output=True, text=True, timeout=60)
     assert_clean_exit(result, 0)

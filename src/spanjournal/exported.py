@@ -116,6 +116,8 @@ class SentRecord:
         self._journals: dict[str, _Journal] = {}
         #: Journals whose earlier record no longer matches them, with why: every span of theirs is new.
         self.invalidated: list[tuple[Path, str]] = []
+        #: Journals whose record :meth:`save` could write nowhere.
+        self.unsaved: list[Path] = []
 
     @classmethod
     def open(cls, journals: Iterable[Path], endpoint: str) -> SentRecord:
@@ -204,6 +206,8 @@ class SentRecord:
                 where = self._save(journal)
                 if where is not None:
                     written.append(where)
+                else:
+                    self.unsaved.append(journal.path)
         return written
 
     def _save(self, journal: _Journal) -> Path | None:

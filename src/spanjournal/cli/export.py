@@ -251,6 +251,11 @@ def run(args: argparse.Namespace) -> int:
             exporter.shutdown()
             if record is not None:
                 record.save()
+                for path in record.unsaved:
+                    err.write(
+                        f"warning: {path}: what was sent cannot be recorded (neither beside it nor in"
+                        " the cache directory): --new will send it again\n"
+                    )
     left_out = f"; {plural(stats.sent_before, 'span')} left out as sent before" if args.new else ""
     _report(stats, files, err, f"sent {stats.summary()} to {url} ({protocol}) in {stats.seconds:.1f}s{left_out}")
     return EXIT_OK
