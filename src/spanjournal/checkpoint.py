@@ -85,11 +85,17 @@ def cache_dir() -> Path:
     return Path(base) / "spanjournal"
 
 
-def locations(journal: Path) -> list[Path]:
-    """Where a journal's checkpoint may be: beside it, then in the cache directory."""
+def locations(journal: Path, suffix: str = SUFFIX) -> list[Path]:
+    """Where a journal's checkpoint may be: beside it, then in the cache directory.
+
+    Another ``suffix`` names another file kept for the journal the same way
+    (``.NAME<suffix>``, never ``*.jsonl``), such as what ``export`` sent.
+    """
+    if suffix.endswith(".jsonl"):
+        raise ValueError(f"a file kept beside a journal must not look like one: {suffix!r}")
     real = os.path.realpath(journal)
     key = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    return [journal.parent / f".{journal.name}{SUFFIX}", cache_dir() / f"{key}{SUFFIX}"]
+    return [journal.parent / f".{journal.name}{suffix}", cache_dir() / f"{key}{suffix}"]
 
 
 class _Saved(msgspec.Struct, array_like=True):
@@ -339,12 +345,13 @@ def save(
         return None
     parts = (MAGIC, _LENGTH.pack(len(header)), header, done_blob, summary_blob)
     for where in locations(journal):
-        if _write_atomically(where, parts):
+        if write_atomically(where, parts):
             return where
     return None
 
 
-def _write_atomically(path: Path, parts: Iterable[bytes]) -> bool:
+def write_atomically(path: Path, parts: Iterable[bytes]) -> bool:
+    """Write ``parts`` to ``path`` through a temporary file renamed over it (mode 0600); False if it cannot."""
     import tempfile  # only when saving: not on the way of a read that saves nothing
 
     try:
@@ -371,4 +378,15 @@ def remove(journal: Path) -> None:
             where.unlink()
 
 
-__all__: list[str] = ["ENV_SWITCH", "Restored", "cache_dir", "enabled", "load", "locations", "remove", "save"]
+__all__: list[str] = [
+    "ENV_SWITCH",
+    "Restored",
+    "cache_dir",
+    "digest",
+    "enabled",
+    "load",
+    "locations",
+    "remove",
+    "save",
+    "write_atomically",
+]

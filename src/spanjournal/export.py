@@ -40,7 +40,9 @@ kept up to date as the journals stream by.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import functools
 import hashlib
 import itertools
 import logging
@@ -53,6 +55,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -64,10 +67,12 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from spanjournal import __version__, semconv
+from spanjournal import checkpoint as checkpoints
 from spanjournal._process import is_alive
 from spanjournal._schema import Completed, Dispatched
+from spanjournal.exported import SentRecord, span_key
 from spanjournal.fold import LedgerState
-from spanjournal.reader import ReadStats, resolve_paths, scan
+from spanjournal.reader import FileScan, ReadIssue, ReadStats, resolve_paths
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -182,6 +187,8 @@ class ExportStats:
     synthetic_ids: int = 0
     #: Attempts not sent because a time is outside OTLP's range: ``'chunk' (ts ...)``.
     out_of_range: list[str] = field(default_factory=list)
+    #: Spans left out because an earlier export sent them (``--new``), not counted in ``outcomes``.
+    sent_before: int = 0
     seconds: float = 0.0
 
     @property
@@ -209,7 +216,7 @@ class ExportStats:
 
     def skip_out_of_range(self, span: JournalSpan) -> None:
         """Count ``span`` as not sent, its time being outside OTLP's range."""
-        self.out_of_range.append(f"{span.dispatch.chunk_id!r} (ts {span.dispatch.ts})")
+        self.out_of_range.append(_out_of_range_text(span))
         if self.outcomes.get(span.outcome):
             self.outcomes[span.outcome] -= 1
 
@@ -222,6 +229,10 @@ class ExportStats:
 
 #: How many skipped spans a warning names.
 _LISTED = 5
+
+
+def _out_of_range_text(span: JournalSpan) -> str:
+    return f"{span.dispatch.chunk_id!r} (ts {span.dispatch.ts})"
 
 
 @dataclass(frozen=True)
@@ -246,6 +257,13 @@ class JournalSpan:
     #: For attempts without a completion: another attempt of the chunk succeeded.
     superseded: bool = False
     synthetic_ids: bool = False
+    #: The journal file that holds the dispatch.
+    journal: str = ""
+
+    @property
+    def sent_key(self) -> int:
+        """What the span is recorded by once sent (:func:`spanjournal.exported.span_key`): ids and outcome."""
+        return span_key(self.trace_id, self.span_id, self.outcome.value)
 
     @property
     def name(self) -> str:
@@ -394,6 +412,68 @@ class _Open:
     start_ns: int
     synthetic_ids: bool
     service_name: str
+    journal: str
+
+
+def _open_entry(d: Dispatched, start_ns: int, service: str, journal: str) -> _Open:
+    """A dispatch as it waits for its completion: its ids (derived if missing), process and start."""
+    trace_id = _parse_id(d.trace_id, 32)
+    span_id = _parse_id(d.span_id, 16)
+    synthetic = trace_id is None or span_id is None
+    if synthetic:
+        derived_trace, derived_span = _derived_ids(d)
+        trace_id = trace_id or derived_trace
+        span_id = span_id or derived_span
+    assert trace_id is not None and span_id is not None
+    return _Open(
+        dispatch=d,
+        key=d.span_id if d.span_id else f"{span_id:016x}",
+        process=_process_key(d),
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=_parse_id(d.parent_span_id, 16),
+        start_ns=start_ns,
+        synthetic_ids=synthetic,
+        service_name=service,
+        journal=journal,
+    )
+
+
+class _MarkState(msgspec.Struct, array_like=True):
+    """A single journal's read by :func:`journal_spans` at a line boundary, kept as a mark.
+
+    With it a later read starts at the offset: the attempts completed before
+    it are known to have been sent, those still open are rebuilt from their
+    dispatches, and the read's counts and warnings so far are kept.
+    """
+
+    format: int
+    version: str
+    #: The ``service.name`` of sessions that name none, and the outcomes every completed attempt was sent for.
+    service: str
+    selection: list[str]
+    lines: int
+    events: int
+    bad_lines: int
+    unknown_events: int
+    issues: list[tuple[int, str]]
+    bad_times: int
+    orphan_completions: int
+    synthetic_ids: int
+    #: Completed attempts before the offset, by outcome: those sent (``closed``) and those OTLP cannot carry.
+    closed: dict[str, int]
+    out_of_range: list[tuple[str, str]]
+    #: The pairer: open dispatches (with their service name), in dispatch order, and the rest of its state.
+    open: list[tuple[Dispatched, str]]
+    latest: dict[str, str]
+    early: list[Completed]
+    last_seen: list[tuple[list[Any], int]]
+    session_service: dict[str, str]
+
+
+_MARK_FORMAT = 1
+_MARK_ENCODER = msgspec.msgpack.Encoder()
+_MARK_DECODER = msgspec.msgpack.Decoder(_MarkState)
 
 
 def _outcome(c: Completed) -> Outcome:
@@ -420,6 +500,8 @@ class _Pairer:
         self.early: dict[str, Completed] = {}
         self.last_seen: dict[ProcessKey, int] = {}
         self.session_service: dict[str, str] = {}
+        #: The journal file being read.
+        self.journal = ""
 
     def add(self, events: Iterable[Any]) -> Iterator[JournalSpan]:
         for e in events:
@@ -439,34 +521,16 @@ class _Pairer:
         except ValueError:
             self.stats.bad_times += 1
             return None
-        trace_id = _parse_id(d.trace_id, 32)
-        span_id = _parse_id(d.span_id, 16)
-        synthetic = trace_id is None or span_id is None
-        if synthetic:
-            derived_trace, derived_span = _derived_ids(d)
-            trace_id = trace_id or derived_trace
-            span_id = span_id or derived_span
-            self.stats.synthetic_ids += 1
-        assert trace_id is not None and span_id is not None
         if d.service_name:
             service = d.service_name
             self.session_service.setdefault(d.session_id, service)
         else:
             service = self.session_service.get(d.session_id, self.default_service)
-        process = _process_key(d)
-        self._seen(process, start_ns)
-        key = d.span_id if d.span_id else f"{span_id:016x}"
-        entry = _Open(
-            dispatch=d,
-            key=key,
-            process=process,
-            trace_id=trace_id,
-            span_id=span_id,
-            parent_span_id=_parse_id(d.parent_span_id, 16),
-            start_ns=start_ns,
-            synthetic_ids=synthetic,
-            service_name=service,
-        )
+        entry = _open_entry(d, start_ns, service, self.journal)
+        if entry.synthetic_ids:
+            self.stats.synthetic_ids += 1
+        self._seen(entry.process, start_ns)
+        key = entry.key
         early = self.early.pop(d.span_id, None) if d.span_id and self.early else None
         if early is not None:
             return self._close(entry, early)
@@ -510,14 +574,28 @@ class _Pairer:
             end_ns=end_ns,
             service_name=entry.service_name,
             synthetic_ids=entry.synthetic_ids,
+            journal=entry.journal,
         )
 
     def _seen(self, process: ProcessKey, ns: int) -> None:
         if ns > self.last_seen.get(process, 0):
             self.last_seen[process] = ns
 
-    def finish(self, fold: LedgerState, now_ns: int) -> Iterator[JournalSpan]:
-        """The attempts never completed, in dispatch order; ``fold`` tells which of their chunks are done."""
+    def restore(self, mark: _MarkState) -> None:
+        """Take up the state of a mark (before any event is added)."""
+        self.stats.bad_times += mark.bad_times
+        self.stats.orphan_completions += mark.orphan_completions
+        self.stats.synthetic_ids += mark.synthetic_ids
+        for d, service in mark.open:
+            entry = _open_entry(d, iso_to_ns(d.ts), service, self.journal)
+            self.open[entry.key] = entry
+        self.latest = dict(mark.latest)
+        self.early = {c.span_id: c for c in mark.early if c.span_id}
+        self.last_seen = {tuple(key): ns for key, ns in mark.last_seen}
+        self.session_service = dict(mark.session_service)
+
+    def finish(self, now_ns: int) -> Iterator[JournalSpan]:
+        """The attempts never completed, in dispatch order (``superseded`` not yet known: see :func:`_superseded`)."""
         self.stats.orphan_completions += len(self.early)
         self.early.clear()
         alive: dict[ProcessKey, bool] = {}
@@ -543,8 +621,8 @@ class _Pairer:
                 end_ns=end_ns,
                 service_name=entry.service_name,
                 end_source=source,
-                superseded=not running and _is_done(fold, entry.dispatch.chunk_id),
                 synthetic_ids=entry.synthetic_ids,
+                journal=entry.journal,
             )
         self.open.clear()
 
@@ -574,6 +652,8 @@ def journal_spans(
     stats: ExportStats | None = None,
     now_ns: int | None = None,
     progress: Callable[[int], None] | None = None,
+    record: SentRecord | None = None,
+    new_only: bool = False,
 ) -> Iterator[JournalSpan]:
     """Stream the attempts of ``paths`` as :class:`JournalSpan` records.
 
@@ -585,25 +665,183 @@ def journal_spans(
     now). ``progress`` is called with the bytes read so far. Raises
     :class:`~spanjournal.reader.JournalReadError` for a path that cannot be
     read; bad lines are counted in ``stats.read``.
+
+    With ``new_only``, spans ``record`` holds (sent before with the same
+    outcome) are left out and counted in ``stats.sent_before``; a single
+    journal is then read from the record's mark when it has a valid one (see
+    :mod:`spanjournal.exported`; not with ``SPANJOURNAL_NO_CHECKPOINT``), with
+    the same spans, counts and warnings as a read from the start (but for
+    spans completed before the mark with a time OTLP cannot carry: they are
+    not yielded again, only listed in ``stats.out_of_range``). With
+    ``record``, the read of a single journal proposes a new mark to it.
     """
+    if new_only and record is None:
+        raise ValueError("new_only needs a record of what was sent")
     wanted = _selection(only)
     files = resolve_paths(paths)
     stats = stats if stats is not None else ExportStats()
     pairer = _Pairer(service_name or DEFAULT_SERVICE_NAME, stats)
     now = now_ns if now_ns is not None else time.time_ns()
     outcomes = stats.outcomes
-    fold = LedgerState()
+    sent = record if new_only else None
+    marking = record is not None and len(files) == 1
+    #: Completed attempts selected, by outcome (for a mark): those OTLP can carry, and the others.
+    closed: Counter[str] = Counter()
+    beyond: list[tuple[str, str]] = []
+    fold: LedgerState | None = LedgerState()
+    is_done: Callable[[str], bool] = _never_done
     no_lines = itertools.repeat(0)
-    for batch in scan(files, stats.read, progress=progress):
-        fold.apply_batch(batch, no_lines)
-        for span in pairer.add(batch):
+
+    def selected(spans: Iterable[JournalSpan], completed: bool) -> Iterator[JournalSpan]:
+        for span in spans:
             if span.outcome in wanted:
+                if completed and marking:
+                    if time_in_range(span):
+                        closed[span.outcome.value] += 1
+                    else:
+                        beyond.append((span.outcome.value, _out_of_range_text(span)))
+                # A span OTLP cannot carry was never sent: it is yielded, for its caller to skip and name.
+                if sent is not None and time_in_range(span) and sent.was_sent(span.journal, span.sent_key):
+                    stats.sent_before += 1
+                    continue
                 outcomes[span.outcome] += 1
+                if span.outcome is Outcome.UNFINISHED:
+                    span = _superseded(span, is_done)
                 yield span
-    for span in pairer.finish(fold, now):
-        if span.outcome in wanted:
-            outcomes[span.outcome] += 1
-            yield span
+
+    for path in files:
+        name = str(path)
+        stats.read.files.append(name)
+        pairer.journal = name
+        offset, lines = 0, 0
+        mark = _usable_mark(record, name, wanted, pairer.default_service) if marking and new_only else None
+        if mark is not None:
+            offset, state = mark
+            lines = state.lines
+            _restore_read(stats, state, name, offset, wanted)
+            pairer.restore(state)
+            closed.update({o: n for o, n in state.closed.items() if o in _values(wanted)})
+            beyond.extend((o, text) for o, text in state.out_of_range if o in _values(wanted))
+            fold = None
+        file_scan = FileScan(path, stats.read, offset=offset, lines=lines)
+        for events, _ in file_scan.batches(progress):
+            if fold is not None:
+                fold.apply_batch(events, no_lines)
+            yield from selected(pairer.add(events), True)
+        if marking:
+            assert record is not None
+            blob = _mark_blob(pairer, stats, file_scan, wanted, closed, beyond)
+            if blob is not None:
+                record.propose_mark(name, file_scan.offset, blob)
+        if file_scan.tail is not None:
+            if fold is not None:
+                fold.apply_batch([file_scan.tail], no_lines)
+            yield from selected(pairer.add([file_scan.tail]), True)
+    # Read from a mark: the fold of the whole journal (with checkpoints), read if a span needs it.
+    is_done = functools.partial(_is_done, fold) if fold is not None else _DoneInJournal(files[0])
+    yield from selected(pairer.finish(now), False)
+
+
+def _superseded(span: JournalSpan, is_done: Callable[[str], bool]) -> JournalSpan:
+    """An unfinished attempt, marked superseded when its chunk is done (asked only of spans that are yielded)."""
+    if is_done(span.dispatch.chunk_id):
+        return dataclasses.replace(span, superseded=True)
+    return span
+
+
+def _never_done(chunk_id: str) -> bool:
+    raise AssertionError("asked before the journals were read")
+
+
+def _values(wanted: frozenset[Outcome]) -> frozenset[str]:
+    return frozenset(o.value for o in wanted)
+
+
+class _DoneInJournal:
+    """Whether a chunk is done, from the fold of the whole journal (read with checkpoints), read when first asked."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fold: LedgerState | None = None
+
+    def __call__(self, chunk_id: str) -> bool:
+        if self.fold is None:
+            from spanjournal.ledger import read_ledger
+
+            self.fold = read_ledger(self.path, keep_attempts=False, checkpoint=True).fold
+        return _is_done(self.fold, chunk_id)
+
+
+def _usable_mark(
+    record: SentRecord | None, journal: str, wanted: frozenset[Outcome], service: str
+) -> tuple[int, _MarkState] | None:
+    """The record's mark for ``journal`` if a read may start there: same version and service, a wider selection."""
+    if record is None or not checkpoints.enabled():
+        return None
+    found = record.mark(journal)
+    if found is None:
+        return None
+    offset, blob = found
+    try:
+        state = _MARK_DECODER.decode(blob)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if (state.format, state.version, state.service) != (_MARK_FORMAT, __version__, service):
+        return None
+    if not _values(wanted) <= set(state.selection):
+        return None
+    return offset, state
+
+
+def _restore_read(stats: ExportStats, state: _MarkState, name: str, offset: int, wanted: frozenset[Outcome]) -> None:
+    """Count what the read before the mark met, as a read from the start would have."""
+    read = stats.read
+    read.events += state.events
+    read.lines += state.lines
+    read.bytes += offset
+    read.bad_lines += state.bad_lines
+    read.unknown_events += state.unknown_events
+    room = max(0, read.max_issues - len(read.issues))
+    read.issues.extend(ReadIssue(name, line, message) for line, message in state.issues[:room])
+    stats.sent_before += sum(n for o, n in state.closed.items() if o in _values(wanted))
+    stats.out_of_range.extend(text for o, text in state.out_of_range if o in _values(wanted))
+
+
+def _mark_blob(
+    pairer: _Pairer,
+    stats: ExportStats,
+    file_scan: FileScan,
+    wanted: frozenset[Outcome],
+    closed: Counter[str],
+    beyond: list[tuple[str, str]],
+) -> bytes | None:
+    """The state of a single journal's read at the end of its last complete line, encoded; None if it cannot be."""
+    read = file_scan.complete_stats
+    state = _MarkState(
+        format=_MARK_FORMAT,
+        version=__version__,
+        service=pairer.default_service,
+        selection=sorted(_values(wanted)),
+        lines=file_scan.lines,
+        events=read.events,
+        bad_lines=read.bad_lines,
+        unknown_events=read.unknown_events,
+        issues=[(i.line, i.message) for i in read.issues],
+        bad_times=stats.bad_times,
+        orphan_completions=stats.orphan_completions,
+        synthetic_ids=stats.synthetic_ids,
+        closed=dict(closed),
+        out_of_range=list(beyond),
+        open=[(e.dispatch, e.service_name) for e in pairer.open.values()],
+        latest=dict(pairer.latest),
+        early=list(pairer.early.values()),
+        last_seen=[(list(key), ns) for key, ns in pairer.last_seen.items()],
+        session_service=dict(pairer.session_service),
+    )
+    try:
+        return _MARK_ENCODER.encode(state)
+    except (TypeError, OverflowError, ValueError):  # a value msgpack cannot hold (an int beyond 64 bits)
+        return None
 
 
 _SCOPE = InstrumentationScope(semconv.TRACER_NAME, __version__)
@@ -760,6 +998,8 @@ def export_journal(
     now_ns: int | None = None,
     progress: Callable[[int], None] | None = None,
     timeout: float | None = None,
+    record: SentRecord | None = None,
+    new_only: bool = False,
 ) -> ExportStats:
     """Send the attempts of ``paths`` through ``exporter``, ``batch_size`` spans per request.
 
@@ -769,9 +1009,18 @@ def export_journal(
     a socket's own timeout from ever firing); ``None`` leaves it to the
     exporter. Spans with a time OTLP cannot carry are skipped and listed in
     ``stats.warnings()``. The exporter is not shut down: it belongs to the caller.
+
+    ``record`` collects the spans of each batch the backend acknowledged
+    (:meth:`SentRecord.add`; the caller saves it, even after an
+    :class:`ExportError`) and, once every batch was accepted, where the read
+    of a single journal stopped (:meth:`SentRecord.accept_marks`); with
+    ``new_only`` the spans it already holds are not sent (counted in
+    ``stats.sent_before``), and a single journal is read from its mark.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    if new_only and record is None:
+        raise ValueError("new_only needs a record of what was sent")
     stats = stats if stats is not None else ExportStats()
     resources = _Resources()
     log = _ExporterLog()
@@ -780,8 +1029,16 @@ def export_journal(
     started = time.monotonic()
     try:
         batch: list[ReadableSpan] = []
+        keys: list[tuple[str, int]] = []
         spans = journal_spans(
-            paths, service_name=service_name, only=only, stats=stats, now_ns=now_ns, progress=progress
+            paths,
+            service_name=service_name,
+            only=only,
+            stats=stats,
+            now_ns=now_ns,
+            progress=progress,
+            record=record,
+            new_only=new_only,
         )
         for span in spans:
             try:
@@ -789,11 +1046,19 @@ def export_journal(
             except SpanTimeOutOfRange:
                 stats.skip_out_of_range(span)
                 continue
+            if record is not None:
+                keys.append((span.journal, span.sent_key))
             if len(batch) >= batch_size:
                 _send(exporter, batch, stats, log, timeout)
-                batch = []
+                if record is not None:
+                    record.add(keys)
+                batch, keys = [], []
         if batch:
             _send(exporter, batch, stats, log, timeout)
+            if record is not None:
+                record.add(keys)
+        if record is not None:
+            record.accept_marks()
     finally:
         logger.removeHandler(log)
         stats.seconds = time.monotonic() - started

@@ -51,8 +51,27 @@ A gRPC attempt answered UNIMPLEMENTED (an OTLP/HTTP port) gets a hint to use
 Attempts whose time OTLP cannot carry (before 1970, after 2554) are skipped
 with a warning naming them; the rest is sent.
 
+Every export that sends keeps a record of the spans the backend acknowledged
+(batches refused are not recorded), per journal file and endpoint URL, in
+.NAME.spanjournal-exported beside the journal (never *.jsonl; in
+$XDG_CACHE_HOME/spanjournal when the folder is not writable): one 8-byte
+hash per span. With --new, spans in that record are left out: run it again
+after the journal grew and only what is new is sent. A span is the same span
+when its trace id, span id and outcome (done, reconciled, failed, unfinished,
+running) are: an attempt sent as unfinished or running that has completed
+since is sent again, completed, and the backend then holds both; an
+unfinished one whose chunk another attempt has done since is not (only its
+spanjournal.superseded marker changed). A journal replaced by another file,
+truncated or rewritten since its record was made no longer matches it:
+--new then sends all of its spans and says so on stderr. An export of a
+single journal that sent every span it selected also records where it
+stopped reading: --new then reads only what was appended since (completed
+attempts never change; those still open there are kept in the record).
+SPANJOURNAL_NO_CHECKPOINT=1 reads the journal whole, with the same answer.
+
 stdout: with --dry-run, one line per span that would be sent.
-stderr: a one-line summary, and warnings for lines that were skipped.
+stderr: a one-line summary (with --new, how many spans were left out as
+        sent before), and warnings for lines that were skipped.
 exit:   0; 1 when the backend cannot be reached or refuses the spans;
         2 for usage errors and journals that cannot be read."""
 
@@ -62,6 +81,7 @@ examples:
   spanjournal export runs/bench.jsonl --endpoint http://localhost:4317 --protocol grpc
   spanjournal export runs/ --only unfinished --service-name router-bench
   spanjournal export runs/bench.jsonl --dry-run | grep unfinished
+  spanjournal export runs/bench.jsonl --new       # later, after the journal grew: only what is new
   OTEL_EXPORTER_OTLP_ENDPOINT=https://otlp.example.com \\
     OTEL_EXPORTER_OTLP_HEADERS="authorization=Bearer $TOKEN" spanjournal export runs/bench.jsonl
 """
@@ -106,7 +126,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="send only attempts whose live span never ended (unfinished or reconciled), "
         "or only failed ones (repeatable; default: all)",
     )
-    parser.add_argument("--dry-run", action="store_true", help="print what would be sent; send nothing")
+    parser.add_argument(
+        "--new",
+        action="store_true",
+        help="leave out spans an earlier export of the same journal sent to the same endpoint with the "
+        "same outcome (trace id, span id, outcome); an attempt that completed since is sent again",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print what would be sent (with --new: only what is new); send nothing"
+    )
     parser.add_argument(
         "--timeout",
         type=_positive_seconds,
@@ -139,6 +167,7 @@ def _positive_int(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from spanjournal import export
+    from spanjournal.exported import SentRecord
 
     err = sys.stderr
     try:
@@ -152,18 +181,26 @@ def run(args: argparse.Namespace) -> int:
     service = args.service_name or os.environ.get("OTEL_SERVICE_NAME") or None
     only = args.only or ["all"]
     stats = export.ExportStats()
+    record = SentRecord.open(files, url) if args.new or not args.dry_run else None
+    if args.new and record is not None:
+        for path, why in record.invalidated:
+            err.write(f"warning: {path}: {why} since it was exported to {url}: sending all of its spans again\n")
     progress = Progress(sum(_size(p) for p in files), err)
     if args.dry_run:
         try:
             out = sys.stdout
-            for span in export.journal_spans(files, service_name=service, only=only, stats=stats, progress=progress):
+            spans = export.journal_spans(
+                files, service_name=service, only=only, stats=stats, progress=progress, record=record, new_only=args.new
+            )
+            for span in spans:
                 if not export.time_in_range(span):
                     stats.skip_out_of_range(span)
                     continue
                 out.write(export.describe_span(span) + "\n")
         finally:
             progress.close()
-        _report(stats, files, err, f"would send {stats.summary()} to {url} ({protocol}); nothing sent")
+        left_out = f"; {plural(stats.sent_before, 'span')} left out as sent before" if args.new else ""
+        _report(stats, files, err, f"would send {stats.summary()} to {url} ({protocol}){left_out}; nothing sent")
         return EXIT_OK
 
     try:
@@ -191,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
                 stats=stats,
                 progress=progress,
                 timeout=timeout,
+                record=record,
+                new_only=args.new,
             )
         except export.ExportError as exc:
             progress.close()
@@ -210,7 +249,15 @@ def run(args: argparse.Namespace) -> int:
         finally:
             progress.close()
             exporter.shutdown()
-    _report(stats, files, err, f"sent {stats.summary()} to {url} ({protocol}) in {stats.seconds:.1f}s")
+            if record is not None:
+                record.save()
+                for path in record.unsaved:
+                    err.write(
+                        f"warning: {path}: what was sent cannot be recorded (neither beside it nor in"
+                        " the cache directory): --new will send it again\n"
+                    )
+    left_out = f"; {plural(stats.sent_before, 'span')} left out as sent before" if args.new else ""
+    _report(stats, files, err, f"sent {stats.summary()} to {url} ({protocol}) in {stats.seconds:.1f}s{left_out}")
     return EXIT_OK
 
 
