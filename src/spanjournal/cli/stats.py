@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
+from spanjournal.cli import hold_until_exit
 from spanjournal.cli._command import EXIT_OK, CliError, add_command, add_read_options, read_journals
 from spanjournal.cli._output import JSON_HOLE, MAX_TABLE_ROWS, bounded, escape_id, text_table, write_json
 from spanjournal.fold import SUMMARY_FIELDS, ChunkRecord, dispatch_field
@@ -169,6 +170,7 @@ def _price(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     group_of = grouper(args.group_by)
     read = read_journals(args.journals, checkpoint=not args.no_checkpoint, jobs=args.jobs)
+    hold_until_exit(read.ledger)  # nothing but stdout and stderr written, no code of the user's run
     root = Path(args.root) if args.root is not None else (read.files[0].parent if read.files else Path("."))
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the report makes no reference cycles: no collection need walk the ledger's many objects
