@@ -472,6 +472,25 @@ class DoneSummary(msgspec.Struct, array_like=True, gc=False):
     outputs: list[tuple[str, str, list[str], list[str]]]
 
 
+#: Output files by (cwd or "", the file's path up to its last "/" included): their names and chunk ids.
+OutputsByDirectory = dict[tuple[str, str], tuple[list[str], list[str]]]
+
+
+def add_output(outputs: OutputsByDirectory, cwd: str | None, output_file: str, chunk_id: str) -> None:
+    """File ``output_file`` of chunk ``chunk_id`` (dispatched in ``cwd``) under its directory in ``outputs``.
+
+    The one grouping of output files that a checkpoint saves (:class:`DoneSummary`) and
+    ``stats`` adds to, so that a directory is looked up once, whichever of the two saw the file.
+    """
+    head, sep, name = output_file.rpartition("/")
+    key = (cwd or "", head + sep)
+    files = outputs.get(key)
+    if files is None:
+        files = outputs[key] = ([], [])
+    files[0].append(name)
+    files[1].append(chunk_id)
+
+
 def summarize_done(records: Iterable[tuple[str, ChunkRecord]]) -> DoneSummary:
     """The :class:`DoneSummary` of done chunks' records (a checkpoint saves it beside them).
 
@@ -479,7 +498,7 @@ def summarize_done(records: Iterable[tuple[str, ChunkRecord]]) -> DoneSummary:
     (few), summed per field at the end.
     """
     by_values: dict[tuple[str | None, ...], list[int]] = {}
-    outputs: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+    outputs: OutputsByDirectory = {}
     values_of = _SUMMARY_VALUES
     for cid, rec in records:
         d = rec.dispatch  # None for a done chunk: its dispatch fields are on the record (dispatch_field)
@@ -498,13 +517,7 @@ def summarize_done(records: Iterable[tuple[str, ChunkRecord]]) -> DoneSummary:
                 totals[4] += 1
         output_file = rec.output_file
         if output_file:
-            head, sep, name = output_file.rpartition("/")
-            where = (source.cwd or "", head + sep)
-            files = outputs.get(where)
-            if files is None:
-                files = outputs[where] = ([], [])
-            files[0].append(name)
-            files[1].append(cid)
+            add_output(outputs, source.cwd, output_file, cid)
     by_field: dict[str, dict[str, list[int]]] = {f: {} for f in SUMMARY_FIELDS}
     for values, totals in by_values.items():
         for f, value in zip(SUMMARY_FIELDS, values):

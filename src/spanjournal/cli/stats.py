@@ -26,7 +26,7 @@ import msgspec
 from spanjournal.cli import hold_until_exit
 from spanjournal.cli._command import EXIT_OK, CliError, add_command, add_read_options, read_journals
 from spanjournal.cli._output import JSON_HOLE, MAX_TABLE_ROWS, bounded, escape_id, text_table, write_json
-from spanjournal.fold import SUMMARY_FIELDS, ChunkRecord, dispatch_field
+from spanjournal.fold import SUMMARY_FIELDS, ChunkRecord, OutputsByDirectory, add_output, dispatch_field
 from spanjournal.ledger import ChunkState, Ledger, output_location
 
 if TYPE_CHECKING:
@@ -282,8 +282,8 @@ def _tally(
             retried += retried_n
         if outputs is not None:
             directories.extend(summary.outputs)
-    # the done chunks' output files by directory, as the checkpoint's totals keep them (summarize_done)
-    by_directory: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+    # the done chunks' output files by directory, grouped as a checkpoint's summary groups them (add_output)
+    by_directory: OutputsByDirectory = {}
     field = group_of.field
     no_value = group_of.label(None)
     for cid, rec in records:
@@ -303,13 +303,7 @@ def _tally(
             counts[done] += 1
             output_file = rec.output_file
             if output_file and outputs is not None:
-                head, sep, file_name = output_file.rpartition("/")
-                key = (holder.cwd or "", head + sep)
-                found = by_directory.get(key)
-                if found is None:
-                    found = by_directory[key] = ([], [])
-                found[0].append(file_name)
-                found[1].append(cid)
+                add_output(by_directory, holder.cwd, output_file, cid)
         else:
             counts[_COLUMN[not_done[cid]]] += 1
     directories.extend((cwd, prefix, names, ids) for (cwd, prefix), (names, ids) in by_directory.items())
