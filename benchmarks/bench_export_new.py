@@ -1,7 +1,11 @@
 """Benchmark ``spanjournal export --new --dry-run`` after a journal grew, against a full ``export --dry-run``.
 
-    python benchmarks/bench_export_new.py bench-data/pending-1000000.jsonl
+    python benchmarks/bench_export_new.py            # bench_pending's 1,000,000-event journal
+    python benchmarks/bench_export_new.py --quick    # its 100,000-event journal
     python benchmarks/bench_export_new.py JOURNAL --repeat 2
+
+The synthetic journals are written to ``bench-data/`` when missing, as
+``bench_pending.py`` writes them.
 
 On a copy of JOURNAL (the journal itself is never written to):
 
@@ -37,9 +41,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult  # noqa: E402
+from synthetic import journal_for  # noqa: E402
 
 from spanjournal._schema import Completed, Dispatched, encode  # noqa: E402
 from spanjournal.export import export_journal  # noqa: E402
@@ -92,13 +98,16 @@ def measure(args: Sequence[str], out: Path, env: dict[str, str] | None = None) -
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("journal", type=Path)
+    parser.add_argument("journal", type=Path, nargs="?", help="default: the synthetic journal of bench_pending.py")
+    parser.add_argument("--quick", action="store_true", help="the 100,000-event synthetic journal (without JOURNAL)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--setup", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.setup:
         setup(args.journal)
         return
+    if args.journal is None:
+        args.journal, _ = journal_for(100_000 if args.quick else 1_000_000, REPO / "bench-data")
     with tempfile.TemporaryDirectory(prefix="bench-export-new-") as tmp:
         os.environ["XDG_CACHE_HOME"] = os.path.join(tmp, "cache")
         copy = Path(tmp) / "bench.jsonl"

@@ -34,7 +34,6 @@ Journals are written to ``bench-data/`` (git-ignored) and reused.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -52,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from synthetic import write_journal  # noqa: E402
+from synthetic import journal_for  # noqa: E402
 
 from spanjournal._schema import Completed, Dispatched, encode  # noqa: E402
 from spanjournal.ledger import ChunkState, read_ledger  # noqa: E402
@@ -105,18 +104,6 @@ def _gnu_time() -> str | None:
 
 
 GNU_TIME = _gnu_time()
-
-
-def journal_for(events: int, data_dir: Path) -> tuple[Path, dict[str, int]]:
-    """The synthetic journal of ``events`` events and its expected counts (written once)."""
-    path = data_dir / f"pending-{events}.jsonl"
-    meta = path.with_suffix(".counts.json")
-    if path.exists() and meta.exists():
-        return path, json.loads(meta.read_text())
-    print(f"writing {path} ({events:,} events) ...", file=sys.stderr)
-    counts = write_journal(path, events)
-    meta.write_text(json.dumps(counts))
-    return path, counts
 
 
 def rerun_journal_for(source: Path, data_dir: Path) -> Path:

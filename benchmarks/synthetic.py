@@ -9,6 +9,7 @@ retried, some are left unfinished. About 300 bytes per line.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -17,6 +18,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from spanjournal._schema import Completed, Dispatched, encode
+
+
+def journal_for(events: int, data_dir: Path) -> tuple[Path, dict[str, int]]:
+    """The synthetic journal of ``events`` events in ``data_dir`` and its expected counts (written once)."""
+    path = data_dir / f"pending-{events}.jsonl"
+    meta = path.with_suffix(".counts.json")
+    if path.exists() and meta.exists():
+        return path, json.loads(meta.read_text())
+    print(f"writing {path} ({events:,} events) ...", file=sys.stderr)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    counts = write_journal(path, events)
+    meta.write_text(json.dumps(counts))
+    return path, counts
 
 
 def write_journal(path: Path, events: int, seed: int = 7) -> dict[str, int]:
