@@ -415,11 +415,14 @@ class MissingFiles:
         return sum(len(names) for names, _ in self._by_directory.values())
 
     def rows(self) -> list[MissingOutput]:
-        """Every missing file, by path then chunk id."""
+        """Every missing file, by path, chunk id, then output file as the journal names it."""
         ordered = self._ordered()
         if ordered is not None:
             return list(itertools.chain.from_iterable(_rows(*d) for d in ordered))
         rows = list(itertools.chain.from_iterable(_rows(*d) for d in self._directories()))
+        # the output file last: one path may be two chunks' output files named from two working
+        # directories, and the order must not follow the order the directories were added in
+        rows.sort(key=operator.attrgetter("output_file"))
         rows.sort(key=operator.attrgetter("chunk_id"))
         rows.sort(key=operator.attrgetter("path"))
         return rows
