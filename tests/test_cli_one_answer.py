@@ -42,12 +42,25 @@ def test_plain_and_json_pending_classify_every_line_the_same(tmp_path: Path) -> 
     assert (stats["totals"]["chunks"], stats["journals"]["bad_lines"]) == (1, 2)
 
 
-@pytest.mark.parametrize("command", [("pending",), ("spanjournal", "stats"), ("spanjournal", "reconcile")])
+CLOSED_ENDPOINT = "http://127.0.0.1:9"  # the discard port: nothing listens there
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("pending", "--exit-code"),
+        ("spanjournal", "stats", "--json"),
+        ("spanjournal", "reconcile", "--json"),
+        ("spanjournal", "export", "--dry-run"),
+        # before anything is sent, and with no record of what was sent written beside it
+        ("spanjournal", "export", "--new", "--endpoint", CLOSED_ENDPOINT, "--timeout", "2"),
+    ],
+)
 def test_a_file_that_is_not_a_journal_is_an_error(command: tuple[str, ...], tmp_path: Path) -> None:
     """Item 6: other JSON (or any text) named as a journal is exit 2, not "0 pending"."""
     calls = tmp_path / "calls.jsonl"
     calls.write_text("".join(json.dumps({"model": "m", "prompt": f"p{i}"}) + "\n" for i in range(54)))
-    result = run(command[0], *command[1:], calls, "--exit-code" if command == ("pending",) else "--json")
+    result = run(command[0], *command[1:2], calls, *command[2:])
     assert_clean_exit(result, 2)
     assert result.stdout == ""
     assert result.stderr.strip().endswith(f"{calls}: not a journal (no line is a journal event)")
@@ -69,6 +82,13 @@ def test_an_empty_journal_or_one_without_dispatch_says_so_and_fails_exit_code(tm
     assert "no chunk was ever dispatched or completed" in result.stderr
     done = write_journal(tmp_path / "done.jsonl", [dispatched("a"), completed("a")])
     assert_clean_exit(run("pending", done, "--exit-code"), 0)
+    # A journal whose first line is still being written is a journal, not "not a journal".
+    begun = tmp_path / "begun.jsonl"
+    begun.write_bytes(b'{"v":1,"event":"subagent_dispatched","chunk_id":"a')
+    for command in (("pending", begun, "--exit-code"), ("spanjournal", "export", begun, "--dry-run")):
+        result = run(*command)
+        assert_clean_exit(result, 1 if command[0] == "pending" else 0)
+        assert f"{begun}:1: torn last line skipped" in result.stderr
 
 
 def test_a_directory_skips_files_that_are_not_journals_with_one_line_each(tmp_path: Path, both_reads: str) -> None:
@@ -86,6 +106,12 @@ def test_a_directory_skips_files_that_are_not_journals_with_one_line_each(tmp_pa
     # The journal's fold is kept for the next read; the file that is not a journal gets no checkpoint.
     kept = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".spanjournal-checkpoint"))
     assert kept == ([".journal.jsonl.spanjournal-checkpoint"] if both_reads == "checkpoints" else [])
+    exported = run("spanjournal", "export", tmp_path, "--dry-run")
+    assert_clean_exit(exported, 0)
+    assert [line.split()[0] for line in exported.stdout.splitlines()] == ["done", "unfinished"]
+    skipped = f"{tmp_path / 'calls.jsonl'}: skipped, not a journal (no line is a journal event)"
+    assert exported.stderr.splitlines()[0] == skipped
+    assert "bad line" not in exported.stderr
 
 
 def test_ids_with_control_characters_are_printed_escaped(tmp_path: Path) -> None:

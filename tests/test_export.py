@@ -279,6 +279,21 @@ def test_attempts_without_ids_get_stable_derived_ones(tmp_path: Path) -> None:
     assert stats.synthetic_ids == 2
 
 
+def test_files_that_are_not_journals_are_refused_when_named_and_left_out_of_a_directory(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    j = write(runs / "run.jsonl", Dispatched(ts=ts(0), session_id=SESSION, chunk_id="a", span_id=span_hex(1)))
+    calls = runs / "calls.jsonl"
+    calls.write_text('{"model": "m", "prompt": "p"}\n' * 3)
+    (runs / "empty.jsonl").write_text("")  # an empty journal is a journal
+    stats = ExportStats()
+    assert [s.dispatch.chunk_id for s in journal_spans([runs], stats=stats)] == ["a"]
+    assert stats.skipped == [f"{calls}: skipped, not a journal (no line is a journal event)"]
+    assert stats.read.bad_lines == 0 and stats.read.files == [str(runs / "empty.jsonl"), str(j)]
+    with pytest.raises(reader.NotAJournalError, match=r"calls\.jsonl: not a journal"):
+        list(journal_spans([j, calls]))
+
+
 def test_dispatch_with_unreadable_time_is_skipped_and_counted(tmp_path: Path) -> None:
     j = write(tmp_path / "run.jsonl", Dispatched(ts="soon", session_id=SESSION, chunk_id="x", span_id=span_hex(1)))
     stats = ExportStats()

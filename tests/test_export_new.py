@@ -34,6 +34,7 @@ from cli_journals import (
 from spanjournal._schema import encode
 from spanjournal.export import ExportError, Outcome, export_journal
 from spanjournal.exported import SUFFIX, SentRecord, span_key
+from spanjournal.reader import NotAJournalError, is_journal
 
 try:
     from otlp_collector import ReceivedSpan, RotelCollector, rotel_available
@@ -499,11 +500,19 @@ def test_a_read_from_the_mark_answers_as_a_read_from_the_start(
     j = work / "run.jsonl"
     j.write_bytes(b"".join(lines[:cut]) + (lines[cut][:torn] if cut < len(lines) else b""))
     record = SentRecord.open([j], "u")
-    export_journal([j], Accepts(), record=record, new_only=True, only=only, now_ns=10**18)
+    if is_journal(j):
+        export_journal([j], Accepts(), record=record, new_only=True, only=only, now_ns=10**18)
+    else:  # bad lines only so far: refused, as every command refuses a file with no journal event
+        with pytest.raises(NotAJournalError):
+            export_journal([j], Accepts(), record=record, new_only=True, only=only, now_ns=10**18)
     record.save()
     with open(j, "r+b") as f:  # the rest, the torn line whole
         f.seek(len(b"".join(lines[:cut])))
         f.write(b"".join(lines[cut:]))
+    if not is_journal(j):
+        with pytest.raises(NotAJournalError):
+            described(j, SentRecord.open([j], "u"))
+        return
     for selection in {only, "all"}:
         resumed = SentRecord.open([j], "u")
         marked = resumed.mark(str(j)) is not None

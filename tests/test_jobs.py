@@ -17,7 +17,8 @@ from spanjournal import _jobs
 from spanjournal import checkpoint as checkpoints
 from spanjournal._schema import Completed, Dispatched, RunPlanned, encode
 from spanjournal.cli import main
-from spanjournal.ledger import ChunkState, Ledger, NotAJournalError, read_ledger
+from spanjournal.ledger import ChunkState, Ledger, read_ledger
+from spanjournal.reader import NotAJournalError
 
 DEAD = {"host": "elsewhere", "pid": 1, "proc_start": 1}
 

@@ -72,7 +72,7 @@ from spanjournal._process import is_alive
 from spanjournal._schema import Completed, Dispatched
 from spanjournal.exported import SentRecord, span_key
 from spanjournal.fold import LedgerState
-from spanjournal.reader import FileScan, ReadIssue, ReadStats, resolve_paths
+from spanjournal.reader import FileScan, ReadIssue, ReadStats, journal_files
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -189,6 +189,8 @@ class ExportStats:
     out_of_range: list[str] = field(default_factory=list)
     #: Spans left out because an earlier export sent them (``--new``), not counted in ``outcomes``.
     sent_before: int = 0
+    #: Files of a directory or glob left out as not journals, a line each.
+    skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -664,7 +666,10 @@ def journal_spans(
     ``"failed"``, or several of them. ``now_ns`` is the export time (default:
     now). ``progress`` is called with the bytes read so far. Raises
     :class:`~spanjournal.reader.JournalReadError` for a path that cannot be
-    read; bad lines are counted in ``stats.read``.
+    read, :class:`~spanjournal.reader.NotAJournalError` for a file named in
+    ``paths`` in which no line is a journal event; such a file found in a
+    directory or by a glob is left out, with a line in ``stats.skipped``.
+    Bad lines are counted in ``stats.read``.
 
     With ``new_only``, spans ``record`` holds (sent before with the same
     outcome) are left out and counted in ``stats.sent_before``; a single
@@ -678,8 +683,9 @@ def journal_spans(
     if new_only and record is None:
         raise ValueError("new_only needs a record of what was sent")
     wanted = _selection(only)
-    files = resolve_paths(paths)
+    files, skipped = journal_files(paths)
     stats = stats if stats is not None else ExportStats()
+    stats.skipped.extend(skipped)
     pairer = _Pairer(service_name or DEFAULT_SERVICE_NAME, stats)
     now = now_ns if now_ns is not None else time.time_ns()
     outcomes = stats.outcomes

@@ -42,8 +42,9 @@ from spanjournal._process import is_alive
 from spanjournal._schema import Completed, Dispatched
 from spanjournal.fold import ChunkRecord, LedgerState, LineRef, NotMergeable, dispatch_field, line_ref, split_ref
 from spanjournal.reader import (
+    NOT_A_JOURNAL,
     FileScan,
-    JournalReadError,
+    NotAJournalError,
     ReadIssue,
     ReadStats,
     open_journal,
@@ -66,10 +67,6 @@ class ChunkState(str, enum.Enum):
 
 
 PENDING_STATES = frozenset({ChunkState.UNFINISHED, ChunkState.FAILED, ChunkState.NEVER_DISPATCHED})
-
-
-class NotAJournalError(JournalReadError):
-    """A file named as a journal in which no line is a journal event (and that is not empty)."""
 
 
 @dataclass(slots=True)
@@ -431,9 +428,8 @@ class FileFold:
     digest: bytes | None = None
 
     def is_journal(self) -> bool:
-        """Whether some line is a journal event, or the file is empty."""
-        stats = self.tail_stats or self.stats
-        return stats.events > stats.unknown_events or stats.lines == 0
+        """Whether some line is a journal event, or the file has no complete line (:meth:`ReadStats.holds_journal`)."""
+        return (self.tail_stats or self.stats).holds_journal()
 
 
 def fold_file(
@@ -545,9 +541,9 @@ def _combine(
         if ff.is_journal():
             kept.append(ff)
         elif ff.explicit:
-            raise NotAJournalError(f"{ff.path}: not a journal (no line is a journal event)")
+            raise NotAJournalError(f"{ff.path}: {NOT_A_JOURNAL}")
         else:
-            skipped.append(f"{ff.path}: skipped, not a journal (no line is a journal event)")
+            skipped.append(f"{ff.path}: skipped, {NOT_A_JOURNAL}")
     stats = ReadStats(max_issues=max_issues)
     sources = []
     for ff in kept:

@@ -27,7 +27,7 @@ import glob
 import io
 import os
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,19 @@ class ReadStats:
         if len(self.issues) < self.max_issues:
             self.issues.append(ReadIssue(path, line, message))
 
+    def holds_journal(self) -> bool:
+        """Whether the file these statistics are of is a journal: some line is a journal event, or it
+        has no complete line (empty, or its first line still being written: a torn tail)."""
+        return self.events > self.unknown_events or self.lines == self.torn_tails
+
+
+class NotAJournalError(JournalReadError):
+    """A file named as a journal in which no line is a journal event (and that is not empty)."""
+
+
+#: Why a file is not read as a journal (:meth:`ReadStats.holds_journal`).
+NOT_A_JOURNAL = "not a journal (no line is a journal event)"
+
 
 def resolve_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Expand journal arguments: files, directories (their ``*.jsonl``), globs.
@@ -116,6 +129,39 @@ def resolve_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     does not exist, is not readable, or is a directory without journals.
     """
     return [path for path, _ in resolve_journals(paths)]
+
+
+def journal_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[str]]:
+    """:func:`resolve_paths`, keeping the files that are journals, and a line for each one left out.
+
+    A file named itself that is not a journal raises :class:`NotAJournalError`;
+    one found in a directory or by a glob is left out. A journal is read up to
+    its first journal event (its first block), a file that is not one whole.
+    """
+    files: list[Path] = []
+    skipped: list[str] = []
+    for path, named in resolve_journals(paths):
+        if is_journal(path):
+            files.append(path)
+        elif named:
+            raise NotAJournalError(f"{path}: {NOT_A_JOURNAL}")
+        else:
+            skipped.append(f"{path}: skipped, {NOT_A_JOURNAL}")
+    return files, skipped
+
+
+def is_journal(path: Path) -> bool:
+    """Whether some line of the file is a journal event, or it has no complete line.
+
+    The rule of :meth:`ReadStats.holds_journal`, read only up to the first journal event.
+    """
+    stats = ReadStats(max_issues=0)
+    scan = FileScan(path, stats)
+    with contextlib.closing(scan.batches()) as batches:
+        for _ in batches:
+            if stats.events > stats.unknown_events:
+                return True
+    return stats.holds_journal()
 
 
 def resolve_journals(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, bool]]:
@@ -211,7 +257,9 @@ class FileScan:
         #: ``stats`` as it was before the unterminated last line was looked at.
         self.complete_stats = stats
 
-    def batches(self, progress: Callable[[int], None] | None = None) -> Iterator[tuple[list[Any], Sequence[int]]]:
+    def batches(
+        self, progress: Callable[[int], None] | None = None
+    ) -> Generator[tuple[list[Any], Sequence[int]], None, None]:
         path, stats = self.path, self.stats
         name = str(path)
         f = self.file if self.file is not None else open_journal(path)

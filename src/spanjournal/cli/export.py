@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from spanjournal.cli._command import EXIT_OK, CliError, add_command
 from spanjournal.cli._output import Progress, plural, read_summary, report_read_problems
-from spanjournal.reader import JournalReadError, resolve_paths
+from spanjournal.reader import JournalReadError, journal_files
 
 if TYPE_CHECKING:
     from spanjournal.cli._command import Subparsers
@@ -171,9 +171,11 @@ def run(args: argparse.Namespace) -> int:
 
     err = sys.stderr
     try:
-        files = resolve_paths(args.journals)
+        files, skipped = journal_files(args.journals)  # a named file that is not a journal: exit 2, nothing sent
     except JournalReadError as exc:
         raise CliError(str(exc)) from None
+    for line in skipped:
+        err.write(f"{line}\n")
     try:
         protocol, url = export.resolve_target(args.endpoint, args.protocol)
     except ValueError as exc:
