@@ -75,6 +75,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeAlias
 
+import pytest
+
 AttrValue: TypeAlias = str | int | float | bool | bytes | tuple["AttrValue", ...] | dict[str, "AttrValue"] | None
 SpanPredicate: TypeAlias = Callable[[list["ReceivedSpan"]], bool]
 
@@ -526,6 +528,10 @@ def rotel_available() -> bool:
     except CollectorError:
         return False
     return True
+
+
+#: For tests that need a real collector: skipped, with the reason, where rotel-agent is not installed.
+needs_rotel = pytest.mark.skipif(not rotel_available(), reason="rotel-agent not installed (pip install rotel)")
 
 
 def _free_port() -> int:

@@ -16,12 +16,11 @@ import pytest
 from cli_journals import BIN, completed, dispatched, write_journal
 
 try:
-    from otlp_collector import ReceivedSpan, RotelCollector, rotel_available
+    from otlp_collector import ReceivedSpan, RotelCollector, needs_rotel
 except ModuleNotFoundError:  # tests/ imported as a package (importlib import mode)
-    from tests.otlp_collector import ReceivedSpan, RotelCollector, rotel_available
+    from tests.otlp_collector import ReceivedSpan, RotelCollector, needs_rotel
 
 pytestmark = pytest.mark.integration
-needs_rotel = pytest.mark.skipif(not rotel_available(), reason="rotel-agent not installed (pip install rotel)")
 
 
 def no_otel_env(**extra: str) -> dict[str, str]:
@@ -47,8 +46,7 @@ def journal(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def collector() -> Iterator[RotelCollector]:
-    if not rotel_available():
-        pytest.skip("rotel-agent not installed (pip install rotel)")
+    # (every test that asks for it is marked needs_rotel)
     with RotelCollector() as c:
         yield c
 

@@ -37,11 +37,10 @@ from spanjournal.exported import SUFFIX, SentRecord, span_key
 from spanjournal.reader import NotAJournalError, is_journal
 
 try:
-    from otlp_collector import ReceivedSpan, RotelCollector, rotel_available
+    from otlp_collector import ReceivedSpan, RotelCollector, needs_rotel
 except ModuleNotFoundError:  # tests/ imported as a package (importlib import mode)
-    from tests.otlp_collector import ReceivedSpan, RotelCollector, rotel_available
+    from tests.otlp_collector import ReceivedSpan, RotelCollector, needs_rotel
 
-needs_rotel = pytest.mark.skipif(not rotel_available(), reason="rotel-agent not installed (pip install rotel)")
 
 #: A grpc endpoint nothing is meant to answer on (see ``closed_port``).
 GRPC = "grpc"
@@ -116,8 +115,7 @@ def closed_port() -> int:
 
 @pytest.fixture
 def collector() -> Iterator[RotelCollector]:
-    if not rotel_available():
-        pytest.skip("rotel-agent not installed (pip install rotel)")
+    # (every test that asks for it is marked needs_rotel)
     with RotelCollector() as c:
         yield c
 

@@ -28,13 +28,11 @@ from otlp_collector import (
     ReceivedEvent,
     ReceivedSpan,
     RotelCollector,
+    needs_rotel,
     parse_attribute,
     parse_debug_output,
     pid_alive,
-    rotel_available,
 )
-
-needs_rotel = pytest.mark.skipif(not rotel_available(), reason="rotel-agent not installed (pip install rotel)")
 
 T0 = 1_764_000_000_123_456_789
 
