@@ -109,25 +109,16 @@ def _keep_dispatch_fields(rec: ChunkRecord, d: Dispatched, recent: list[str | No
     not one each (a quarter less memory for a large journal, for a string
     comparison).
     """
-    value = d.batch
-    if value == recent[0]:
-        value = recent[0]
-    else:
-        recent[0] = value
-    rec.batch = value
-    value = d.agent
-    if value == recent[1]:
-        value = recent[1]
-    else:
-        recent[1] = value
-    rec.agent = value
+    if d.batch != recent[0]:
+        recent[0] = d.batch
+    if d.agent != recent[1]:
+        recent[1] = d.agent
+    rec.batch = recent[0]
+    rec.agent = recent[1]
     if not rec.output_from_success:
-        value = d.cwd
-        if value == recent[2]:
-            value = recent[2]
-        else:
-            recent[2] = value
-        rec.cwd = value
+        if d.cwd != recent[2]:
+            recent[2] = d.cwd
+        rec.cwd = recent[2]
 
 
 def dispatch_field(rec: ChunkRecord, name: str) -> str | None:
