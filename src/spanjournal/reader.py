@@ -309,7 +309,9 @@ class FileScan:
                     block_start = first_nl + 1
                 if block_start <= cut:
                     self.index.append((line_no, block_offset + block_start))
-                    lines, events, numbers = _decode_block(bytes(buf[block_start : cut + 1]), line_no, name, stats)
+                    # (one copy: a slice of the bytearray, then bytes of it, would copy the block twice)
+                    block = bytes(memoryview(buf)[block_start : cut + 1])
+                    lines, events, numbers = _decode_block(block, line_no, name, stats)
                     line_no += lines
                     stats.lines += lines
                     self.lines = line_no
