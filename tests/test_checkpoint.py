@@ -469,3 +469,12 @@ def test_stats_from_a_checkpoint_looks_for_output_files_where_a_full_read_does(t
             ("top-gone", "/gone-at-the-top.json"),
         ]
     )
+
+
+@given(st.lists(st.text()))
+@example(["\ud800", "é", ""])  # a lone surrogate (an id JSON may carry), and one not ASCII
+def test_the_saved_hashes_of_done_chunks_are_what_a_lookup_computes(chunk_ids: list[str]) -> None:
+    """``chunk_hashes`` (checkpoint save, written out for speed) and ``chunk_hash`` (lookup) agree."""
+    from spanjournal.fold import chunk_hash, chunk_hashes
+
+    assert list(chunk_hashes(chunk_ids)) == sorted(map(chunk_hash, chunk_ids))

@@ -411,9 +411,6 @@ class MissingFiles:
         else:  # the same directory again (done chunks a checkpoint kept, and the ones read after it)
             self._by_directory[prefix, location] = (held[0] + names, held[1] + chunk_ids)
 
-    def __len__(self) -> int:
-        return sum(len(names) for names, _ in self._by_directory.values())
-
     def rows(self) -> list[MissingOutput]:
         """Every missing file, by path, chunk id, then output file as the journal names it."""
         ordered = self._ordered()
