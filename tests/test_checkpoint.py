@@ -18,11 +18,15 @@ from hypothesis import strategies as st
 
 from cli_journals import BIN, assert_clean_exit
 from spanjournal import checkpoint as checkpoints
+from spanjournal._process import self_identity
 from spanjournal._schema import Completed, Dispatched, RunPlanned, UnknownEvent, decode_line, encode
 from spanjournal.cli import main
 from spanjournal.ledger import read_ledger
 
 DEAD = {"host": "elsewhere", "pid": 1, "proc_start": 1}
+#: This process: a chunk it dispatched is running (the commands below run in it).
+HOST, PID, STARTED = self_identity()
+LIVE = {"host": HOST, "pid": PID, "proc_start": STARTED}
 
 #: Every reading command, as ``spanjournal`` arguments (the journal goes after the first).
 COMMANDS = [
@@ -59,7 +63,7 @@ def event_lines(draw: st.DrawFn) -> bytes:
     chunk = draw(chunk_ids)
     span = f"{chunk}{draw(st.integers(0, 2))}"
     if kind == "d":
-        fields = {"batch": "b" + chunk, "output_file": f"o/{chunk}.json", **DEAD}
+        fields = {"batch": "b" + chunk, "output_file": f"o/{chunk}.json", **draw(st.sampled_from([DEAD, LIVE]))}
         return encode(Dispatched(chunk_id=chunk, span_id=span, **fields))  # type: ignore[arg-type]
     if kind in ("ok", "fail"):
         return encode(Completed(chunk_id=chunk, span_id=span, success=kind == "ok", tokens_used=3, duration_ms=1.5))
@@ -404,6 +408,40 @@ def test_a_checkpoint_damaged_where_it_is_read_late_is_one_error_then_rebuilt(tm
     )
     assert not saved.exists()
     assert run_in_process(["stats", str(journal), "--json"]) == expected
+
+
+def test_plain_pending_from_a_checkpoint_decodes_no_dispatch_and_a_tail_touching_them_loads_them(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "run.jsonl"
+    events = [
+        *(Dispatched(chunk_id=c, span_id=c + "0", batch="b", **DEAD) for c in ("ok", "failed", "unfinished")),  # type: ignore[arg-type]
+        Dispatched(chunk_id="running", span_id="running0", batch="b", **LIVE),  # type: ignore[arg-type]
+        Completed(chunk_id="ok", span_id="ok0", success=True),
+        Completed(chunk_id="failed", span_id="failed0", success=False, error="boom"),
+    ]
+    journal.write_bytes(b"".join(map(encode, events)))
+    every_state = ["--state", "failed", "--state", "unfinished", "--state", "running"]
+    expected = run_in_process(["pending", str(journal), *every_state, "--no-checkpoint"])
+    assert expected[1] == "failed\nunfinished\nrunning\n"
+    run_in_process(["pending", str(journal)])  # saves the checkpoint
+    saved = tmp_path / ".run.jsonl.spanjournal-checkpoint"
+    data = bytearray(saved.read_bytes())
+    header_length = int.from_bytes(data[8:16], "little")
+    data[16 + header_length + 5] ^= 0xFF  # inside the dispatches and failures of the chunks not done
+    saved.write_bytes(bytes(data))
+    assert run_in_process(["pending", str(journal), *every_state]) == expected  # states without that part
+    code, out, err = run_in_process(["pending", str(journal), "--json"])
+    assert (code, out) == (2, "") and "damaged, now removed" in err
+    # Rebuilt; then a tail that completes, fails and dispatches again chunks restored without their dispatches.
+    run_in_process(["pending", str(journal)])
+    with open(journal, "ab") as f:
+        f.write(encode(Completed(chunk_id="unfinished", span_id="unfinished0", success=True)))
+        f.write(encode(Completed(chunk_id="running", span_id="running0", success=False, error="late")))
+        f.write(encode(Dispatched(chunk_id="failed", span_id="failed1", **LIVE)))  # type: ignore[arg-type]
+    assert answers(journal, checkpoint=True) == answers(journal, checkpoint=False)
+    stats = json.loads(run_in_process(["stats", str(journal), "--json"])[1])
+    assert stats["totals"]["done"] == 2 and stats["totals"]["running"] == 1 and stats["totals"]["failed"] == 1
 
 
 def test_missing_outputs_are_listed_by_path_then_chunk_id_with_and_without_a_checkpoint(tmp_path: Path) -> None:

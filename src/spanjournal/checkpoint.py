@@ -41,16 +41,19 @@ from spanjournal.fold import (
     DoneSummary,
     FoldFields,
     LazyDone,
+    LazyOpen,
     LedgerState,
+    OpenDetails,
     chunk_hashes,
     summarize_done,
 )
 from spanjournal.reader import JournalReadError, ReadIssue, ReadStats
 
 #: Bumped whenever what a checkpoint holds changes meaning.
-FORMAT = 5
+FORMAT = 6
 SUFFIX = ".spanjournal-checkpoint"
-#: A checkpoint file: this, the header's length, the header (msgpack), the done chunks (msgpack).
+#: A checkpoint file: this, the header's length, the header, then (each read only when a question needs
+#: it) the dispatches and failures of the chunks not done, the done chunks and their summary; all msgpack.
 MAGIC = b"SJCHKPT\x00"
 _LENGTH = struct.Struct("<Q")
 #: Set to ``1`` (or any value but ``0`` and empty) to read without checkpoints.
@@ -114,12 +117,20 @@ class _Saved(msgspec.Struct, array_like=True):
     bad_lines: int
     unknown_events: int
     issues: list[tuple[int, str]]
-    # the fold: chunks not done here; done ones encoded apart (``done``), read only when a question needs them
+    # the fold: chunks not done here, without their dispatches; done ones encoded apart (``done``), read only
+    # when a question needs them
     open_chunks: dict[str, ChunkRecord]
+    #: The process of each chunk not done (in order), and the span ids of their failures: enough to say
+    #: which are failed, running or unfinished without decoding their dispatches (``open``) and failures.
+    open_processes: list[tuple[str | None, int | None, int | None] | None]
+    open_failed_spans: list[str]
+    #: The length and hash of the :class:`~spanjournal.fold.OpenDetails` that follows the header in the file.
+    open_length: int
+    open_digest: bytes
     done_count: int
     #: Sorted :func:`~spanjournal.fold.chunk_hash` of each done chunk id (``array('I')`` bytes).
     done_hashes: bytes
-    #: The length and hash of the :class:`_Done` (msgpack) that follows the header in the file.
+    #: The same for the :class:`_Done` that follows them.
     done_length: int
     done_digest: bytes
     #: The same for the :class:`~spanjournal.fold.DoneSummary` that follows them.
@@ -127,7 +138,8 @@ class _Saved(msgspec.Struct, array_like=True):
     summary_digest: bytes
     #: Planned chunks never dispatched nor completed (so a done chunk need not be loaded to say so).
     only_planned: list[str]
-    #: The rest of the fold; its ``failed`` holds only the latest failures (the others are with the done chunks).
+    #: The rest of the fold; its ``failed`` is empty (the latest failures of chunks not done are in ``open``,
+    #: the others with the done chunks).
     fold: FoldFields
 
 
@@ -156,8 +168,15 @@ def _section(fd: int, where: Path, offset: int, length: int, expected: bytes) ->
     return blob
 
 
-def _readers(f: BinaryIO, where: Path, saved: _Saved) -> tuple[DoneReader, Callable[[], DoneSummary]]:
-    start = f.tell()  # the file stays open as long as these readers live
+def _readers(
+    f: BinaryIO, where: Path, saved: _Saved
+) -> tuple[Callable[[], OpenDetails], DoneReader, Callable[[], DoneSummary]]:
+    open_start = f.tell()  # the file stays open as long as these readers live
+    start = open_start + saved.open_length
+
+    def read_open() -> OpenDetails:
+        blob = _section(f.fileno(), where, open_start, saved.open_length, saved.open_digest)
+        return msgspec.msgpack.decode(blob, type=OpenDetails)
 
     def read_done() -> tuple[list[str], dict[str, ChunkRecord], dict[str, Completed]]:
         blob = _section(f.fileno(), where, start, saved.done_length, saved.done_digest)
@@ -168,7 +187,7 @@ def _readers(f: BinaryIO, where: Path, saved: _Saved) -> tuple[DoneReader, Calla
         blob = _section(f.fileno(), where, start + saved.done_length, saved.summary_length, saved.summary_digest)
         return msgspec.msgpack.decode(blob, type=DoneSummary)
 
-    return read_done, read_summary
+    return read_open, read_done, read_summary
 
 
 @dataclass
@@ -230,9 +249,9 @@ def load(journal: Path, fd: int, *, max_issues: int) -> Restored | None:
                 raise ValueError
             if (saved.journal, saved.dev, saved.ino) != (real, st.st_dev, st.st_ino) or st.st_size < saved.offset:
                 raise ValueError
-            if os.fstat(f.fileno()).st_size != f.tell() + saved.done_length + saved.summary_length:
+            if os.fstat(f.fileno()).st_size != f.tell() + saved.open_length + saved.done_length + saved.summary_length:
                 raise ValueError
-            if digest(fd, saved.offset) != saved.digest:
+            if len(saved.open_processes) != len(saved.open_chunks) or digest(fd, saved.offset) != saved.digest:
                 raise ValueError
         except (OSError, ValueError):
             f.close()
@@ -259,7 +278,12 @@ def _read_header(f: BinaryIO) -> _Saved | None:
 
 
 def _restore(
-    saved: _Saved, name: str, max_issues: int, read_done: DoneReader, read_summary: Callable[[], DoneSummary]
+    saved: _Saved,
+    name: str,
+    max_issues: int,
+    read_open: Callable[[], OpenDetails],
+    read_done: DoneReader,
+    read_summary: Callable[[], DoneSummary],
 ) -> Restored:
     state = LedgerState()
     state.restore_fields(saved.fold)
@@ -271,7 +295,8 @@ def _restore(
         planned_count=len(saved.fold.planned),
         read_summary=read_summary,
     )
-    state.restore_chunks(saved.open_chunks, lazy)
+    details = LazyOpen(read_open, saved.open_chunks, saved.open_processes, saved.open_failed_spans)
+    state.restore_chunks(saved.open_chunks, lazy, details)
     stats = ReadStats(
         files=[name],
         events=saved.events,
@@ -303,6 +328,7 @@ def save(
         return None  # replaced or truncated since it was read
     chunks = state.chunks
     open_chunks = {c: r for c, r in chunks.items() if not r.done}
+    dispatches = [r.dispatch for r in open_chunks.values()]
     done = {c: r for c, r in chunks.items() if r.done}
     hashes = chunk_hashes(done)
     try:
@@ -310,6 +336,7 @@ def save(
         # (a completion read before its dispatch). A done chunk stays done whatever comes.
         failed_open = {span: c for span, c in state.failed.items() if c.chunk_id not in done}
         failed_rest = {span: c for span, c in state.failed.items() if c.chunk_id in done}
+        open_blob = msgspec.msgpack.encode(OpenDetails(dispatches, failed_open))
         done_blob = msgspec.msgpack.encode(_Done(list(chunks), done, failed_rest))
         summary_blob = msgspec.msgpack.encode(summarize_done(done.items()))
     except (TypeError, OverflowError, ValueError):
@@ -329,7 +356,11 @@ def save(
         bad_lines=stats.bad_lines,
         unknown_events=stats.unknown_events,
         issues=[(i.line, i.message) for i in stats.issues],
-        open_chunks=open_chunks,
+        open_chunks={c: msgspec.structs.replace(r, dispatch=None) for c, r in open_chunks.items()},
+        open_processes=[None if d is None else (d.host, d.pid, d.proc_start) for d in dispatches],
+        open_failed_spans=list(failed_open),
+        open_length=len(open_blob),
+        open_digest=hashlib.blake2b(open_blob, digest_size=16).digest(),
         done_count=len(done),
         done_hashes=hashes.tobytes(),
         done_length=len(done_blob),
@@ -337,13 +368,13 @@ def save(
         summary_length=len(summary_blob),
         summary_digest=hashlib.blake2b(summary_blob, digest_size=16).digest(),
         only_planned=state.only_planned(),
-        fold=state.fields(failed=failed_open),
+        fold=state.fields(failed={}),
     )
     try:
         header = msgspec.msgpack.encode(saved)
     except (TypeError, OverflowError, ValueError):  # a value msgpack cannot hold (an int beyond 64 bits)
         return None
-    parts = (MAGIC, _LENGTH.pack(len(header)), header, done_blob, summary_blob)
+    parts = (MAGIC, _LENGTH.pack(len(header)), header, open_blob, done_blob, summary_blob)
     for where in locations(journal):
         if write_atomically(where, parts):
             return where

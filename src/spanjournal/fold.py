@@ -159,6 +159,8 @@ class LedgerState:
         #: Dispatched chunks, in first-dispatch order (done ones may still be in ``_lazy``: see :attr:`chunks`).
         self._chunks: dict[str, ChunkRecord] = {}
         self._lazy: LazyDone | None = None
+        #: The dispatches and failures of chunks not done, when a checkpoint left them encoded (see :class:`LazyOpen`).
+        self._open: LazyOpen | None = None
         #: Chunks seen only in completions (so far), in order of first completion.
         self.orphans: dict[str, ChunkRecord] = {}
         self.planned: dict[str, None] = {}
@@ -193,6 +195,7 @@ class LedgerState:
         keep = self.keep_attempts
         add_duration = durations.append
         recent = self._recent
+        lazy_open = self._open
         for e, line in zip(events, lines):
             if session is not None and e.session_id != session:
                 continue
@@ -215,6 +218,9 @@ class LedgerState:
                     if rec is None:
                         rec = ChunkRecord(history=[] if keep else None)
                     chunks[cid] = rec
+                elif lazy_open is not None and cid in lazy_open.processes:  # a record restored without its dispatch
+                    self._load_open()
+                    lazy_open = None
                 span = e.span_id or self._synthetic_span()
                 rec.attempts += 1
                 rec.span = span
@@ -239,6 +245,9 @@ class LedgerState:
                     rec = orphans.get(cid)
                     if rec is None:
                         rec = orphans[cid] = ChunkRecord(history=[] if keep else None)
+                elif lazy_open is not None and cid in lazy_open.processes:
+                    self._load_open()
+                    lazy_open = None
                 span = e.span_id
                 if not span:
                     if rec.span is not None:
@@ -281,6 +290,7 @@ class LedgerState:
 
     def fields(self, failed: dict[str, Completed] | None = None) -> FoldFields:
         """Everything but the dispatched chunks, to save or send; ``failed`` replaces :attr:`failed` if given."""
+        self._load_open()
         return FoldFields(
             orphans=self.orphans,
             planned=list(self.planned),
@@ -322,6 +332,7 @@ class LedgerState:
         :class:`NotMergeable` when ``other`` holds a completion without span
         id that would have paired with a dispatch of this state.
         """
+        other._load_open()
         if other.spanless_orphans and any(c in self.chunks for c in other.spanless_orphans):
             raise NotMergeable(", ".join(sorted(other.spanless_orphans)))
         shift = (file_offset << LINE_BITS) + line_offset
@@ -355,6 +366,7 @@ class LedgerState:
     @property
     def chunks(self) -> dict[str, ChunkRecord]:
         """Dispatched chunks, in first-dispatch order (loads done ones a checkpoint left unread)."""
+        self._load_open()
         lazy = self._lazy
         if lazy is not None:
             self._lazy = None
@@ -364,10 +376,30 @@ class LedgerState:
                 failed.setdefault(span, completion)
         return self._chunks
 
-    def restore_chunks(self, open_chunks: dict[str, ChunkRecord], done: LazyDone | None) -> None:
-        """Chunks from a checkpoint: those not done, and the done ones still encoded until a question needs them."""
+    def restore_chunks(
+        self, open_chunks: dict[str, ChunkRecord], done: LazyDone | None, open_details: LazyOpen | None = None
+    ) -> None:
+        """Chunks from a checkpoint: those not done (their dispatches and failures maybe still encoded,
+        in ``open_details``), and the done ones still encoded until a question needs them."""
         self._chunks = open_chunks
         self._lazy = done
+        self._open = open_details
+
+    def _load_open(self) -> None:
+        """Decode the dispatches and failures of the chunks not done that a checkpoint left encoded."""
+        lazy = self._open
+        if lazy is None:
+            return
+        self._open = None
+        details = lazy.read()
+        # The records are as restored: a fold that touches one loads these first.
+        for rec, dispatch in zip(lazy.records, details.dispatches):
+            rec.dispatch = dispatch
+        failed = self.failed  # updated in place (a fold under way holds it), the older failures first
+        newer = dict(failed)
+        failed.clear()
+        failed.update(details.failed)
+        failed.update(newer)
 
     def only_planned(self) -> list[str]:
         """Chunks planned (or expected) and never dispatched nor completed, in plan order."""
@@ -393,12 +425,30 @@ class LedgerState:
 
     def loaded(self) -> Iterator[tuple[str, ChunkRecord]]:
         """Every chunk record loaded (all of them, but those :meth:`done_summary` covers)."""
+        self._load_open()
         yield from self._chunks.items()
         yield from self.orphans.items()
 
-    def not_done(self) -> list[tuple[str, ChunkRecord]]:
-        """Dispatched chunks without a success, in order (reads no done chunk)."""
-        return [(c, r) for c, r in self._chunks.items() if not r.done]
+    def not_done(self) -> list[tuple[str, bool, Process | None]]:
+        """Dispatched chunks without a success, in order: each id, whether its latest attempt failed, and
+        the process of its latest dispatch (:meth:`process_of`). Reads no done chunk, and no dispatch."""
+        failed = self.failed
+        lazy = self._open
+        processes = lazy.processes if lazy is not None else {}
+        failed_before = lazy.failed_spans if lazy is not None else frozenset()
+        out = []
+        for c, r in self._chunks.items():
+            if r.done:
+                continue
+            d = r.dispatch
+            out.append(
+                (
+                    c,
+                    (r.span in failed or r.span in failed_before) if r.attempts else r.failure_span is not None,
+                    processes.get(c) if d is None else (d.host, d.pid, d.proc_start),
+                )
+            )
+        return out
 
     def done_count(self) -> int:
         """Chunks with a success."""
@@ -410,6 +460,8 @@ class LedgerState:
         return bool(self._chunks or self.orphans or (self._lazy is not None and self._lazy.count))
 
     def record(self, chunk_id: str) -> ChunkRecord | None:
+        if self._open is not None and chunk_id in self._open.processes:
+            self._load_open()
         rec = self._chunks.get(chunk_id) or self.orphans.get(chunk_id)
         if rec is None and self._lazy is not None and self._lazy.may_hold(chunk_id):
             rec = self.chunks.get(chunk_id)
@@ -420,8 +472,15 @@ class LedgerState:
         if rec.done:
             return False
         if rec.attempts:
-            return rec.span in self.failed
+            return rec.span in self.failed or (self._open is not None and rec.span in self._open.failed_spans)
         return rec.failure_span is not None
+
+    def process_of(self, chunk_id: str, rec: ChunkRecord) -> Process | None:
+        """``(host, pid, proc_start)`` of the latest dispatch of a chunk not done (None: none known)."""
+        d = rec.dispatch
+        if d is not None:
+            return (d.host, d.pid, d.proc_start)
+        return self._open.processes.get(chunk_id) if self._open is not None and not rec.done else None
 
     def latest_completion(self, rec: ChunkRecord) -> tuple[Completed | None, LineRef]:
         """The completion of the chunk's latest attempt: the failure itself, or the success's line."""
@@ -430,6 +489,7 @@ class LedgerState:
             return None, 0
         if rec.done and span == rec.success_span:
             return None, rec.success_line
+        self._load_open()
         return self.failed.get(span), 0
 
     def dispatched_count(self) -> int:
@@ -520,6 +580,38 @@ def summarize_done(records: Iterable[tuple[str, ChunkRecord]]) -> DoneSummary:
                 for i, n in enumerate(totals):
                     group[i] += n
     return DoneSummary(by_field, [(cwd, prefix, names, ids) for (cwd, prefix), (names, ids) in outputs.items()])
+
+
+#: The process of a dispatch: ``(host, pid, proc_start)``, what tells a running chunk from an unfinished one.
+Process = tuple[str | None, int | None, int | None]
+
+
+class OpenDetails(msgspec.Struct, array_like=True, gc=False):
+    """What a checkpoint keeps apart of its chunks not done: their latest dispatches, in order, and their failures."""
+
+    dispatches: list[Dispatched | None]
+    failed: dict[str, Completed]
+
+
+class LazyOpen:
+    """The chunks not done of a checkpoint: their records restored without their dispatches, which
+    ``read`` decodes (with their failures) when a question needs more than their states.
+
+    ``processes`` (chunk id -> the process of its dispatch, or None) and ``failed_spans`` answer
+    which of them failed and which may still be running.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], OpenDetails],
+        records: dict[str, ChunkRecord],
+        processes: list[Process | None],
+        failed_spans: list[str],
+    ) -> None:
+        self.read = read
+        self.records = list(records.values())
+        self.processes = dict(zip(records, processes))
+        self.failed_spans = frozenset(failed_spans)
 
 
 class LazyDone:

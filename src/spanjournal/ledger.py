@@ -40,7 +40,16 @@ from typing import Any
 from spanjournal import checkpoint as checkpoints
 from spanjournal._process import is_alive
 from spanjournal._schema import Completed, Dispatched
-from spanjournal.fold import ChunkRecord, LedgerState, LineRef, NotMergeable, dispatch_field, line_ref, split_ref
+from spanjournal.fold import (
+    ChunkRecord,
+    LedgerState,
+    LineRef,
+    NotMergeable,
+    Process,
+    dispatch_field,
+    line_ref,
+    split_ref,
+)
 from spanjournal.reader import (
     NOT_A_JOURNAL,
     FileScan,
@@ -240,28 +249,38 @@ class Ledger:
             if chunk_id in self.fold.planned:
                 return ChunkState.NEVER_DISPATCHED
             raise KeyError(chunk_id)
-        return self._state_of(rec)
+        return self._state_of(chunk_id, rec)
 
-    def _state_of(self, rec: ChunkRecord) -> ChunkState:
+    def _state_of(self, chunk_id: str, rec: ChunkRecord) -> ChunkState:
         if rec.done:
             return ChunkState.DONE
         if self.fold.is_failed(rec):
             return ChunkState.FAILED
-        d = rec.dispatch
-        if d is None:
+        return self._running_or_not(self.fold.process_of(chunk_id, rec))
+
+    def _running_or_not(self, process: Process | None) -> ChunkState:
+        if process is None:
             return ChunkState.UNFINISHED  # no process known (is_alive(None, None, None) is False)
-        key = (d.host, d.pid, d.proc_start)
-        alive = self._alive.get(key)
+        alive = self._alive.get(process)
         if alive is None:
-            alive = self._alive[key] = is_alive(*key)
+            alive = self._alive[process] = is_alive(*process)
         return ChunkState.RUNNING if alive else ChunkState.UNFINISHED
 
     def not_done_states(self) -> dict[str, ChunkState]:
         """The state of each chunk without a success, in ledger order (worked out once)."""
         if self._not_done is None:
-            state_of = self._state_of
             fold = self.fold
-            out = {c: state_of(r) for c, r in fold.not_done()}
+            alive, running_or_not = self._alive, self._running_or_not
+            failed, running, unfinished = ChunkState.FAILED, ChunkState.RUNNING, ChunkState.UNFINISHED
+            out: dict[str, ChunkState] = {}
+            for c, is_failed, process in fold.not_done():  # _state_of, written out for speed
+                if is_failed:
+                    out[c] = failed
+                elif process is None:
+                    out[c] = unfinished
+                else:
+                    known = alive.get(process)
+                    out[c] = running_or_not(process) if known is None else running if known else unfinished
             out.update((c, ChunkState.FAILED) for c, r in fold.orphans.items() if not r.done)
             out.update((c, ChunkState.NEVER_DISPATCHED) for c in self._only_planned())
             self._not_done = out
@@ -310,7 +329,7 @@ class Ledger:
             out.append(
                 Chunk(
                     chunk_id=cid,
-                    state=known.get(cid) or self._state_of(rec),
+                    state=known.get(cid) or self._state_of(cid, rec),
                     attempt_count=rec.attempts,
                     dispatch=dispatch,
                     completion=completion,

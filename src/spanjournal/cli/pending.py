@@ -207,15 +207,14 @@ _JSON_PAGE = 4096
 
 
 def write_json(ledger: Ledger, ids: list[str], out: TextIO) -> None:
-    """A JSON array, one chunk object per line."""
-    encode = msgspec.json.encode
+    """A JSON array, one chunk object per line (nothing written before the first page is read)."""
     if not ids:
         out.write("[]\n")
         return
-    out.write("[\n")
-    last = len(ids) - 1
+    encode_lines = msgspec.json.Encoder().encode_lines
     for start in range(0, len(ids), _JSON_PAGE):
-        for i, record in enumerate(pending_records(ledger, ids[start : start + _JSON_PAGE]), start=start):
-            out.write(encode(record).decode())
-            out.write(",\n" if i < last else "\n")
-    out.write("]\n")
+        records = pending_records(ledger, ids[start : start + _JSON_PAGE])
+        # One object a line; a newline inside a string is escaped, so every newline here ends an object.
+        body = encode_lines(records).decode()[:-1].replace("\n", ",\n")
+        out.write(("[\n" if start == 0 else ",\n") + body)
+    out.write("\n]\n")
