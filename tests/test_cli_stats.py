@@ -263,6 +263,9 @@ def test_missing_files_rows_and_their_json(directories: list[tuple[str, str, lis
         given_rows += [(location + name, cid, prefix + name) for name, cid in files]
     rows = missing.rows()
     assert [(r.path, r.chunk_id, r.output_file) for r in rows] == sorted(given_rows)
+    assert missing.count() == len(rows)
+    for n in (0, 1, 3, 10):  # what the tables show, made without the other rows
+        assert missing.first(n) == rows[:n]
     for at_once in (1, 2, 1 << 16):  # rows made into text at a time
         with mock.patch.object(stats, "_ROWS_AT_ONCE", at_once):
             assert "".join(missing.json()).encode() == msgspec.json.encode(rows)

@@ -193,10 +193,8 @@ def text_table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, righ
     """Rows as aligned plain-text columns under ``headers`` (none if all empty); ``right``: right-aligned columns."""
     header = [[str(h) for h in headers]] if any(headers) else []
     cells = [*header, *([str(c) for c in row] for row in rows)]
-    widths = [max((len(row[i]) for row in cells), default=0) for i in range(len(headers))]
+    widths = [max(map(len, column), default=0) for column in zip(*cells)] if cells else [0] * len(headers)
     right_set = set(right)
-    lines = []
-    for row in cells:
-        padded = [cell.rjust(widths[i]) if i in right_set else cell.ljust(widths[i]) for i, cell in enumerate(row)]
-        lines.append("  ".join(padded).rstrip())
-    return "\n".join(lines) + "\n"
+    # one format for every row: "{:<9}  {:>5}": each cell padded as str.ljust / str.rjust would
+    line = "  ".join(f"{{:{'>' if i in right_set else '<'}{w}}}" for i, w in enumerate(widths))
+    return "\n".join([line.format(*row).rstrip() for row in cells]) + "\n"

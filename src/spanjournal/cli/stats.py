@@ -182,14 +182,14 @@ def run(args: argparse.Namespace) -> int:
             # the rows printed straight from the missing files' lists, a few at a time, no struct made for each
             write_json(sys.stdout, msgspec.structs.replace(result, missing_outputs=JSON_HOLE), hole=missing.json())
             return EXIT_OK
-        result.missing_outputs = missing.rows()
+        result.missing_outputs = missing.first(MISSING_SHOWN)  # the tables show no more
     finally:
         if gc_was_enabled:
             gc.enable()
     if _isatty(sys.stdout):
-        render_rich(result, sys.stdout, limit=None if args.all_rows else MAX_TABLE_ROWS)
+        render_rich(result, sys.stdout, limit=None if args.all_rows else MAX_TABLE_ROWS, missing=missing.count())
     else:
-        sys.stdout.write(render_text(result))
+        sys.stdout.write(render_text(result, missing=missing.count()))
     return EXIT_OK
 
 
@@ -424,6 +424,22 @@ class MissingFiles:
         rows.sort(key=operator.attrgetter("path"))
         return rows
 
+    def count(self) -> int:
+        return sum(len(names) for names, _ in self._by_directory.values())
+
+    def first(self, n: int) -> list[MissingOutput]:
+        """The first ``n`` of :meth:`rows`: only those are made when the directories' rows do not interleave."""
+        ordered = self._ordered()
+        if ordered is None:
+            return self.rows()[:n]
+        out: list[MissingOutput] = []
+        for prefix, location, names, chunk_ids in ordered:
+            if len(out) >= n:
+                break
+            left = n - len(out)
+            out.extend(_rows(prefix, location, names[:left], chunk_ids[:left]))
+        return out
+
     def json(self) -> Iterator[str]:
         """:meth:`rows` as JSON text, in pieces: together, the same as ``msgspec.json.encode(self.rows())``."""
         ordered = self._ordered()
@@ -581,8 +597,11 @@ def _count(n: int, word: str) -> str:
     return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
-def sections(result: RunStats) -> list[Section]:
-    """The report as titled tables: (title, headers, rows, right-aligned columns)."""
+def sections(result: RunStats, missing: int | None = None) -> list[Section]:
+    """The report as titled tables: (title, headers, rows, right-aligned columns).
+
+    ``missing`` counts the missing output files when ``result`` lists only the first ones.
+    """
     t = result.totals
     run_rows: list[Sequence[object]] = [
         ("chunks", _number(t.chunks)),
@@ -648,30 +667,33 @@ def sections(result: RunStats) -> list[Section]:
         shown: list[Sequence[object]] = [
             (escape_id(m.chunk_id), m.path) for m in result.missing_outputs[:MISSING_SHOWN]
         ]
-        more = len(result.missing_outputs) - MISSING_SHOWN
+        total = len(result.missing_outputs) if missing is None else missing
+        more = total - MISSING_SHOWN
         if more > 0:
             shown.append((f"... {more:,} more row{'s' if more != 1 else ''} not shown", ""))
-        title = f"Done chunks whose output file is missing ({len(result.missing_outputs):,})"
+        title = f"Done chunks whose output file is missing ({total:,})"
         out.append((title, ("chunk", "looked for at"), shown, ()))
     return out
 
 
-def render_text(result: RunStats) -> str:
+def render_text(result: RunStats, *, missing: int | None = None) -> str:
     """Plain aligned columns: for pipes and logs."""
     parts = []
-    for title, headers, rows, right in sections(result):
+    for title, headers, rows, right in sections(result, missing):
         parts.append(f"{title}\n" + text_table(headers, rows, right=right))
     return "\n".join(parts)
 
 
-def render_rich(result: RunStats, stream: TextIO, *, limit: int | None = MAX_TABLE_ROWS) -> None:
+def render_rich(
+    result: RunStats, stream: TextIO, *, limit: int | None = MAX_TABLE_ROWS, missing: int | None = None
+) -> None:
     """Tables for a terminal, each cut to ``limit`` rows (with a row saying how many more)."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     console = Console(file=stream)
-    for title, headers, rows, right in sections(result):
+    for title, headers, rows, right in sections(result, missing):
         console.print(Text(title, style="bold"))
         shown, left_out = bounded(rows, limit)
         caption = f"{left_out:,} more row{'s' if left_out != 1 else ''} not shown (--all-rows)" if left_out else None
