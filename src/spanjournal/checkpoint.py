@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import os
 import struct
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ from spanjournal.fold import (
 from spanjournal.reader import JournalReadError, ReadIssue, ReadStats
 
 #: Bumped whenever what a checkpoint holds changes meaning.
-FORMAT = 6
+FORMAT = 7
 SUFFIX = ".spanjournal-checkpoint"
 #: A checkpoint file: this, the header's length, the header, then (each read only when a question needs
 #: it) the dispatches and failures of the chunks not done, the done chunks and their summary; all msgpack.
@@ -124,18 +125,19 @@ class _Saved(msgspec.Struct, array_like=True):
     #: which are failed, running or unfinished without decoding their dispatches (``open``) and failures.
     open_processes: list[tuple[str | None, int | None, int | None] | None]
     open_failed_spans: list[str]
-    #: The length and hash of the :class:`~spanjournal.fold.OpenDetails` that follows the header in the file.
+    #: The length and CRC-32 of the :class:`~spanjournal.fold.OpenDetails` that follows the header in the file
+    #: (a check against damage and hand edits, as in gzip and PNG: a CRC reads ten times faster than blake2b).
     open_length: int
-    open_digest: bytes
+    open_crc: int
     done_count: int
     #: Sorted :func:`~spanjournal.fold.chunk_hash` of each done chunk id (``array('I')`` bytes).
     done_hashes: bytes
     #: The same for the :class:`_Done` that follows them.
     done_length: int
-    done_digest: bytes
+    done_crc: int
     #: The same for the :class:`~spanjournal.fold.DoneSummary` that follows them.
     summary_length: int
-    summary_digest: bytes
+    summary_crc: int
     #: Planned chunks never dispatched nor completed (so a done chunk need not be loaded to say so).
     only_planned: list[str]
     #: The rest of the fold; its ``failed`` is empty (the latest failures of chunks not done are in ``open``,
@@ -158,10 +160,10 @@ class CheckpointChanged(JournalReadError):
 DoneReader = Callable[[], tuple[list[str], dict[str, ChunkRecord], dict[str, Completed]]]
 
 
-def _section(fd: int, where: Path, offset: int, length: int, expected: bytes) -> bytes:
+def _section(fd: int, where: Path, offset: int, length: int, expected: int) -> bytes:
     """A part of a checkpoint file kept open (a newer checkpoint renamed over it does not matter)."""
     blob = os.pread(fd, length, offset)
-    if len(blob) != length or hashlib.blake2b(blob, digest_size=16).digest() != expected:
+    if len(blob) != length or zlib.crc32(blob) != expected:
         with contextlib.suppress(OSError):
             where.unlink()
         raise CheckpointChanged(f"{where}: damaged, now removed; run the command again (or use --no-checkpoint)")
@@ -175,16 +177,16 @@ def _readers(
     start = open_start + saved.open_length
 
     def read_open() -> OpenDetails:
-        blob = _section(f.fileno(), where, open_start, saved.open_length, saved.open_digest)
+        blob = _section(f.fileno(), where, open_start, saved.open_length, saved.open_crc)
         return msgspec.msgpack.decode(blob, type=OpenDetails)
 
     def read_done() -> tuple[list[str], dict[str, ChunkRecord], dict[str, Completed]]:
-        blob = _section(f.fileno(), where, start, saved.done_length, saved.done_digest)
+        blob = _section(f.fileno(), where, start, saved.done_length, saved.done_crc)
         done = msgspec.msgpack.decode(blob, type=_Done)
         return done.order, done.records, done.failed
 
     def read_summary() -> DoneSummary:
-        blob = _section(f.fileno(), where, start + saved.done_length, saved.summary_length, saved.summary_digest)
+        blob = _section(f.fileno(), where, start + saved.done_length, saved.summary_length, saved.summary_crc)
         return msgspec.msgpack.decode(blob, type=DoneSummary)
 
     return read_open, read_done, read_summary
@@ -360,13 +362,13 @@ def save(
         open_processes=[None if d is None else (d.host, d.pid, d.proc_start) for d in dispatches],
         open_failed_spans=list(failed_open),
         open_length=len(open_blob),
-        open_digest=hashlib.blake2b(open_blob, digest_size=16).digest(),
+        open_crc=zlib.crc32(open_blob),
         done_count=len(done),
         done_hashes=hashes.tobytes(),
         done_length=len(done_blob),
-        done_digest=hashlib.blake2b(done_blob, digest_size=16).digest(),
+        done_crc=zlib.crc32(done_blob),
         summary_length=len(summary_blob),
-        summary_digest=hashlib.blake2b(summary_blob, digest_size=16).digest(),
+        summary_crc=zlib.crc32(summary_blob),
         only_planned=state.only_planned(),
         fold=state.fields(failed={}),
     )
