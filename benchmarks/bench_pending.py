@@ -68,11 +68,15 @@ print(len(pending))
 """
 TARGETS = {"naive": 4.0, "jq": 2.0}
 #: Commands whose cold and incremental reads are measured, and the incremental target (fraction of cold).
+#: The issue's targets name plain ``stats`` and ``reconcile``; their ``--json`` forms (which print every
+#: missing output file and every decision) are measured against the same bar.
 COMMANDS: list[tuple[str, list[str], float]] = [
     ("pending", ["pending"], 0.05),
     ("pending --json", ["pending", "--json"], 0.10),
-    ("stats", ["stats", "--json"], 0.10),
-    ("reconcile", ["reconcile", "--json"], 0.10),
+    ("stats", ["stats"], 0.10),
+    ("stats --json", ["stats", "--json"], 0.10),
+    ("reconcile", ["reconcile"], 0.10),
+    ("reconcile --json", ["reconcile", "--json"], 0.10),
 ]
 APPENDED = 1000
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -260,6 +264,10 @@ def best(cmd: Sequence[str], repeat: int) -> Run:
     return fastest
 
 
+def best_unsampled(cmd: Sequence[str], repeat: int) -> Run:
+    return min((measure(cmd, sampled=False) for _ in range(repeat)), key=lambda r: r.seconds)
+
+
 def best_library(path: Path, repeat: int) -> tuple[float, int]:
     times, found = [], 0
     for _ in range(repeat):
@@ -300,11 +308,12 @@ def incremental(journal: Path, data_dir: Path, repeat: int) -> list[tuple[str, R
             0.0,
         )
     ]
-    for round_no, (name, args, target) in enumerate(COMMANDS):
+    append_events(copy, APPENDED, 0)  # once: every command reads the same 1,000 events past the checkpoint
+    for name, args, target in COMMANDS:
         cold = best([*env_free, args[0], str(journal), *args[1:], "--no-checkpoint"], repeat)
-        append_events(copy, APPENDED, round_no)
-        # not sampled: the sampler's reads of /proc would take a core from a 0.2 s run (ru_maxrss still says its peak)
-        after = measure([*env_free, args[0], str(copy), *args[1:]], sampled=False)
+        # not sampled: the sampler's reads of /proc would take a core from a 0.2 s run (ru_maxrss still says its
+        # peak). Each run folds the same tail again (one this small saves no new checkpoint): the best counts.
+        after = best_unsampled([*env_free, args[0], str(copy), *args[1:]], repeat)
         out.append((name, cold, after, target))
     for p in copy.parent.glob(f".{copy.name}*"):
         p.unlink()
