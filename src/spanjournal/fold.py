@@ -460,12 +460,22 @@ class LedgerState:
         return bool(self._chunks or self.orphans or (self._lazy is not None and self._lazy.count))
 
     def record(self, chunk_id: str) -> ChunkRecord | None:
-        if self._open is not None and chunk_id in self._open.processes:
+        return self.records([chunk_id])[0]
+
+    def records(self, chunk_ids: list[str]) -> list[ChunkRecord | None]:
+        """The record of each of ``chunk_ids`` (None: not dispatched nor completed), dispatches loaded."""
+        lazy_open = self._open
+        if lazy_open is not None and not lazy_open.processes.keys().isdisjoint(chunk_ids):
             self._load_open()
-        rec = self._chunks.get(chunk_id) or self.orphans.get(chunk_id)
-        if rec is None and self._lazy is not None and self._lazy.may_hold(chunk_id):
-            rec = self.chunks.get(chunk_id)
-        return rec
+        chunks, orphans = self._chunks, self.orphans
+        out = []
+        for cid in chunk_ids:
+            rec = chunks.get(cid) or orphans.get(cid)
+            if rec is None and self._lazy is not None and self._lazy.may_hold(cid):
+                rec = self.chunks.get(cid)
+                chunks = self._chunks
+            out.append(rec)
+        return out
 
     def is_failed(self, rec: ChunkRecord) -> bool:
         """Not done, and the latest attempt failed (or, never dispatched, some attempt did)."""

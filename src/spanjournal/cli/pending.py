@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
 from spanjournal.cli import hold_until_exit
 from spanjournal.cli._command import EXIT_OK, EXIT_PENDING, add_command, add_read_options, read_journals
 from spanjournal.cli._output import escape_id, plural, read_summary
-from spanjournal.ledger import PENDING_STATES, Chunk, ChunkState, Ledger
+from spanjournal.ledger import PENDING_STATES, ChunkState, Ledger
 
 if TYPE_CHECKING:
     from spanjournal.cli._command import Subparsers
@@ -178,28 +178,36 @@ def _state_words(state: ChunkState) -> str:
     return state.value.replace("_", " ")
 
 
-def pending_records(ledger: Ledger, chunk_ids: list[str]) -> list[dict[str, Any]]:
+class PendingRecord(msgspec.Struct):
+    """One chunk of ``pending --json`` (the keys in this order; absent values are ``null``)."""
+
+    chunk_id: str
+    state: ChunkState
+    attempts: int
+    last_error: str | None
+    error_type: str | None
+    output_file: str | None
+    last_ts: str | None
+    trace_id: str | None
+    agent: str | None
+
+
+def pending_records(ledger: Ledger, chunk_ids: list[str]) -> list[PendingRecord]:
     """The ``--json`` objects of chunks (their events read in one pass)."""
-    return [_record(chunk) for chunk in ledger.chunks(chunk_ids)]
-
-
-def pending_record(ledger: Ledger, chunk_id: str) -> dict[str, Any]:
-    """The ``--json`` object of one chunk."""
-    return _record(ledger[chunk_id])
-
-
-def _record(chunk: Chunk) -> dict[str, Any]:
-    return {
-        "chunk_id": chunk.chunk_id,
-        "state": chunk.state.value,
-        "attempts": chunk.attempt_count,
-        "last_error": chunk.last_error,
-        "error_type": chunk.error_type,
-        "output_file": chunk.output_file,
-        "last_ts": chunk.last_ts,
-        "trace_id": chunk.trace_id,
-        "agent": chunk.dispatch.agent if chunk.dispatch is not None else None,
-    }
+    return [
+        PendingRecord(
+            c.chunk_id,
+            c.state,
+            c.attempt_count,
+            c.last_error,
+            c.error_type,
+            c.output_file,
+            c.last_ts,
+            c.trace_id,
+            c.dispatch.agent if c.dispatch is not None else None,
+        )
+        for c in ledger.chunks(chunk_ids)
+    ]
 
 
 #: Chunks whose events are read again at a time for ``--json``.
