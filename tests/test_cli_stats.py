@@ -17,6 +17,7 @@ from cli_journals import assert_clean_exit, completed, dispatched, failed, run, 
 from spanjournal._schema import encode
 from spanjournal.cli import main, stats
 from spanjournal.cli.stats import MissingFiles, compute, grouper, percentiles, render_text
+from spanjournal.fold import OutputsByDirectory, add_outputs
 from spanjournal.ledger import read_ledger
 
 
@@ -269,6 +270,30 @@ def test_missing_files_rows_and_their_json(directories: list[tuple[str, str, lis
     for at_once in (1, 2, 1 << 16):  # rows made into text at a time
         with mock.patch.object(stats, "_ROWS_AT_ONCE", at_once):
             assert "".join(missing.json()).encode() == msgspec.json.encode(rows)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([None, "", "/w"]),
+            st.sampled_from(["a", "/a", "d/a", "d/b", "/d/a", "d//a", "e/a", "d/"]),
+            st.sampled_from(["c1", "c2"]),
+        )
+    )
+)
+def test_output_files_are_grouped_by_working_directory_and_directory_in_order(
+    files: list[tuple[str | None, str, str]],
+) -> None:
+    grouped: OutputsByDirectory = {}
+    add_outputs(grouped, files[: len(files) // 2])
+    add_outputs(grouped, files[len(files) // 2 :])  # a second call adds to the same groups
+    expected: OutputsByDirectory = {}
+    for cwd, output_file, chunk_id in files:
+        prefix, name = output_file[: output_file.rfind("/") + 1], output_file[output_file.rfind("/") + 1 :]
+        names, ids = expected.setdefault((cwd or "", prefix), ([], []))
+        names.append(name)
+        ids.append(chunk_id)
+    assert grouped == expected and list(grouped) == list(expected)
 
 
 def test_missing_outputs_of_chunks_done_before_and_after_the_checkpoint(tmp_path: Path) -> None:

@@ -537,19 +537,30 @@ class DoneSummary(msgspec.Struct, array_like=True, gc=False):
 OutputsByDirectory = dict[tuple[str, str], tuple[list[str], list[str]]]
 
 
-def add_output(outputs: OutputsByDirectory, cwd: str | None, output_file: str, chunk_id: str) -> None:
-    """File ``output_file`` of chunk ``chunk_id`` (dispatched in ``cwd``) under its directory in ``outputs``.
+def add_outputs(outputs: OutputsByDirectory, files: Iterable[tuple[str | None, str, str]]) -> None:
+    """Each ``(cwd, output_file, chunk_id)`` of ``files``: the output file of that chunk (dispatched in
+    ``cwd``), under its directory in ``outputs``.
 
     The one grouping of output files that a checkpoint saves (:class:`DoneSummary`) and
     ``stats`` adds to, so that a directory is looked up once, whichever of the two saw the file.
+    Files of one directory tend to come one after another: the last directory is kept at hand.
     """
-    head, sep, name = output_file.rpartition("/")
-    key = (cwd or "", head + sep)
-    files = outputs.get(key)
-    if files is None:
-        files = outputs[key] = ([], [])
-    files[0].append(name)
-    files[1].append(chunk_id)
+    last_cwd: str | None = None
+    last_head: str | None = None  # none yet: every head is a str
+    last_sep = ""
+    names: list[str] = []
+    chunk_ids: list[str] = []
+    for cwd, output_file, chunk_id in files:
+        head, sep, name = output_file.rpartition("/")
+        if head != last_head or sep != last_sep or cwd != last_cwd:
+            key = (cwd or "", head + sep)
+            held = outputs.get(key)
+            if held is None:
+                held = outputs[key] = ([], [])
+            names, chunk_ids = held
+            last_cwd, last_head, last_sep = cwd, head, sep
+        names.append(name)
+        chunk_ids.append(chunk_id)
 
 
 def summarize_done(records: Iterable[tuple[str, ChunkRecord]]) -> DoneSummary:
@@ -559,7 +570,7 @@ def summarize_done(records: Iterable[tuple[str, ChunkRecord]]) -> DoneSummary:
     (few), summed per field at the end.
     """
     by_values: dict[tuple[str | None, ...], list[int]] = {}
-    outputs: OutputsByDirectory = {}
+    files: list[tuple[str | None, str, str]] = []
     values_of = _SUMMARY_VALUES
     for cid, rec in records:
         d = rec.dispatch  # None for a done chunk: its dispatch fields are on the record (dispatch_field)
@@ -578,7 +589,9 @@ def summarize_done(records: Iterable[tuple[str, ChunkRecord]]) -> DoneSummary:
                 totals[4] += 1
         output_file = rec.output_file
         if output_file:
-            add_output(outputs, source.cwd, output_file, cid)
+            files.append((source.cwd, output_file, cid))
+    outputs: OutputsByDirectory = {}
+    add_outputs(outputs, files)
     by_field: dict[str, dict[str, list[int]]] = {f: {} for f in SUMMARY_FIELDS}
     for values, totals in by_values.items():
         for f, value in zip(SUMMARY_FIELDS, values):

@@ -26,7 +26,7 @@ import msgspec
 from spanjournal.cli import hold_until_exit
 from spanjournal.cli._command import EXIT_OK, CliError, add_command, add_read_options, read_journals
 from spanjournal.cli._output import JSON_HOLE, MAX_TABLE_ROWS, bounded, escape_id, text_table, write_json
-from spanjournal.fold import SUMMARY_FIELDS, ChunkRecord, OutputsByDirectory, add_output, dispatch_field
+from spanjournal.fold import SUMMARY_FIELDS, ChunkRecord, OutputsByDirectory, add_outputs, dispatch_field
 from spanjournal.ledger import ChunkState, Ledger, output_location
 
 if TYPE_CHECKING:
@@ -282,8 +282,8 @@ def _tally(
             retried += retried_n
         if outputs is not None:
             directories.extend(summary.outputs)
-    # the done chunks' output files by directory, grouped as a checkpoint's summary groups them (add_output)
-    by_directory: OutputsByDirectory = {}
+    # the done chunks' output files, grouped by directory as a checkpoint's summary groups them (add_outputs)
+    files: list[tuple[str | None, str, str]] = []
     field = group_of.field
     no_value = group_of.label(None)
     for cid, rec in records:
@@ -303,9 +303,11 @@ def _tally(
             counts[done] += 1
             output_file = rec.output_file
             if output_file and outputs is not None:
-                add_output(by_directory, holder.cwd, output_file, cid)
+                files.append((holder.cwd, output_file, cid))
         else:
             counts[_COLUMN[not_done[cid]]] += 1
+    by_directory: OutputsByDirectory = {}
+    add_outputs(by_directory, files)
     directories.extend((cwd, prefix, names, ids) for (cwd, prefix), (names, ids) in by_directory.items())
     if outputs is not None:
         for cwd, prefix, names, ids in directories:
