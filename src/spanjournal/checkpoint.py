@@ -126,7 +126,7 @@ class _Saved(msgspec.Struct, array_like=True):
     open_processes: list[tuple[str | None, int | None, int | None] | None]
     open_failed_spans: list[str]
     #: The length and CRC-32 of the :class:`~spanjournal.fold.OpenDetails` that follows the header in the file
-    #: (a check against damage and hand edits, as in gzip and PNG: a CRC reads ten times faster than blake2b).
+    #: (a check against damage and hand edits, as gzip's and PNG's are; here about eight times faster than blake2b).
     open_length: int
     open_crc: int
     done_count: int

@@ -55,6 +55,10 @@ _DONE = operator.attrgetter("done")
 NO_ERROR_TYPE = "(none)"
 
 
+#: The process of a dispatch: ``(host, pid, proc_start)``, what tells a running chunk from an unfinished one.
+Process = tuple[str | None, int | None, int | None]
+
+
 def line_ref(file_no: int, line: int) -> LineRef:
     return file_no << LINE_BITS | line
 
@@ -432,23 +436,8 @@ class LedgerState:
     def not_done(self) -> list[tuple[str, bool, Process | None]]:
         """Dispatched chunks without a success, in order: each id, whether its latest attempt failed, and
         the process of its latest dispatch (:meth:`process_of`). Reads no done chunk, and no dispatch."""
-        failed = self.failed
-        lazy = self._open
-        processes = lazy.processes if lazy is not None else {}
-        failed_before = lazy.failed_spans if lazy is not None else frozenset()
-        out = []
-        for c, r in self._chunks.items():
-            if r.done:
-                continue
-            d = r.dispatch
-            out.append(
-                (
-                    c,
-                    (r.span in failed or r.span in failed_before) if r.attempts else r.failure_span is not None,
-                    processes.get(c) if d is None else (d.host, d.pid, d.proc_start),
-                )
-            )
-        return out
+        is_failed, process_of = self.is_failed, self.process_of
+        return [(c, is_failed(r), process_of(c, r)) for c, r in self._chunks.items() if not r.done]
 
     def done_count(self) -> int:
         """Chunks with a success."""
@@ -603,10 +592,6 @@ def summarize_done(records: Iterable[tuple[str, ChunkRecord]]) -> DoneSummary:
                 for i, n in enumerate(totals):
                     group[i] += n
     return DoneSummary(by_field, [(cwd, prefix, names, ids) for (cwd, prefix), (names, ids) in outputs.items()])
-
-
-#: The process of a dispatch: ``(host, pid, proc_start)``, what tells a running chunk from an unfinished one.
-Process = tuple[str | None, int | None, int | None]
 
 
 class OpenDetails(msgspec.Struct, array_like=True, gc=False):

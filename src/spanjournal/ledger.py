@@ -270,17 +270,8 @@ class Ledger:
         """The state of each chunk without a success, in ledger order (worked out once)."""
         if self._not_done is None:
             fold = self.fold
-            alive, running_or_not = self._alive, self._running_or_not
-            failed, running, unfinished = ChunkState.FAILED, ChunkState.RUNNING, ChunkState.UNFINISHED
-            out: dict[str, ChunkState] = {}
-            for c, is_failed, process in fold.not_done():  # _state_of, written out for speed
-                if is_failed:
-                    out[c] = failed
-                elif process is None:
-                    out[c] = unfinished
-                else:
-                    known = alive.get(process)
-                    out[c] = running_or_not(process) if known is None else running if known else unfinished
+            failed, running_or_not = ChunkState.FAILED, self._running_or_not
+            out = {c: failed if is_failed else running_or_not(process) for c, is_failed, process in fold.not_done()}
             out.update((c, ChunkState.FAILED) for c, r in fold.orphans.items() if not r.done)
             out.update((c, ChunkState.NEVER_DISPATCHED) for c in self._only_planned())
             self._not_done = out
