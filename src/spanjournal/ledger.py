@@ -51,14 +51,16 @@ from spanjournal.fold import (
     split_ref,
 )
 from spanjournal.reader import (
-    NOT_A_JOURNAL,
     FileScan,
-    NotAJournalError,
     ReadIssue,
     ReadStats,
+    not_a_journal,
     open_journal,
     read_lines,
     resolve_journals,
+)
+from spanjournal.reader import (
+    NotAJournalError as NotAJournalError,  # raised by read_ledger; importable from here as before
 )
 
 
@@ -548,10 +550,8 @@ def _combine(
     for ff in folds:
         if ff.is_journal():
             kept.append(ff)
-        elif ff.explicit:
-            raise NotAJournalError(f"{ff.path}: {NOT_A_JOURNAL}")
         else:
-            skipped.append(f"{ff.path}: skipped, {NOT_A_JOURNAL}")
+            skipped.append(not_a_journal(ff.path, ff.explicit))
     stats = ReadStats(max_issues=max_issues)
     sources = []
     for ff in kept:

@@ -143,11 +143,17 @@ def journal_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], 
     for path, named in resolve_journals(paths):
         if is_journal(path):
             files.append(path)
-        elif named:
-            raise NotAJournalError(f"{path}: {NOT_A_JOURNAL}")
         else:
-            skipped.append(f"{path}: skipped, {NOT_A_JOURNAL}")
+            skipped.append(not_a_journal(path, named))
     return files, skipped
+
+
+def not_a_journal(path: str | os.PathLike[str], named: bool) -> str:
+    """For a file that is not a journal: :class:`NotAJournalError` if it was named itself, else the
+    line that says it was left out (a file found in a directory or by a glob)."""
+    if named:
+        raise NotAJournalError(f"{os.fspath(path)}: {NOT_A_JOURNAL}")
+    return f"{os.fspath(path)}: skipped, {NOT_A_JOURNAL}"
 
 
 def is_journal(path: Path) -> bool:
